@@ -1,0 +1,9 @@
+"""vqkeras: discrete and continuous image autoencoders for Keras 3.
+
+Runs on the TensorFlow, JAX and PyTorch backends (set KERAS_BACKEND).
+"""
+
+from vqkeras import callbacks, layers, metrics, models
+from vqkeras.version import __version__
+
+__all__ = ["__version__", "callbacks", "layers", "metrics", "models"]

@@ -1,0 +1,126 @@
+"""Argument and input checks that raise clear errors.
+
+Every message names what was received and what was expected, so a user never
+has to decode a shape error from deep inside a backend.
+"""
+
+import numbers
+
+import numpy as np
+from keras import backend, ops
+
+
+def positive_int(name, value):
+    """Returns `value` as an int, or raises if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def float_in_range(name, value, low, high, low_inclusive=True, high_inclusive=True):
+    """Returns `value` as a float, or raises if it lies outside [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+    value = float(value)
+    above = value >= low if low_inclusive else value > low
+    below = value <= high if high_inclusive else value < high
+    if not (np.isfinite(value) and above and below):
+        interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+        raise ValueError(f"`{name}` must be in {interval}. Received: {name}={value!r}")
+    return value
+
+
+def positive_int_tuple(name, values):
+    """Returns `values` as a non-empty tuple of positive ints."""
+    if isinstance(values, numbers.Integral):
+        values = (values,)
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be a non-empty sequence of positive integers. "
+            f"Received: {name}={values!r}"
+        ) from None
+    if not values:
+        raise ValueError(
+            f"`{name}` must be a non-empty sequence of positive integers. Received: {name}=()"
+        )
+    return tuple(positive_int(name, v) for v in values)
+
+
+def dtype_of(x):
+    """Standardized dtype name of a tensor, array or nested list."""
+    if hasattr(x, "dtype"):
+        try:
+            return backend.standardize_dtype(x.dtype)
+        except ValueError:
+            return str(x.dtype)
+    return str(np.asarray(x).dtype)
+
+
+def check_image_batch(images, channels, factor=1, name="images"):
+    """Checks a batch of images: rank 4, `channels` channels, float or uint8.
+
+    Works on NumPy arrays, backend tensors and symbolic tensors (only static
+    shape information is used), so it can run inside a compiled train step.
+
+    Args:
+        images: the batch to check.
+        channels: expected number of channels, or None to accept any.
+        factor: height and width must be multiples of this (the encoder's
+            total downsampling).
+        name: how to call the input in error messages.
+    """
+    dtype = dtype_of(images)
+    if dtype != "uint8" and "float" not in dtype:
+        raise TypeError(
+            f"Expected {name} as floats in [0, 1] or uint8 in [0, 255]. Received dtype={dtype}."
+        )
+    shape = tuple(images.shape)
+    expected = f"(batch, height, width, {channels if channels else 'channels'})"
+    if len(shape) != 4:
+        raise ValueError(
+            f"Expected {name} of rank 4 with shape {expected}. "
+            f"Received shape={shape} (rank {len(shape)})."
+        )
+    if channels is not None and shape[-1] is not None and shape[-1] != channels:
+        raise ValueError(
+            f"Expected {name} with {channels} channel(s), shape {expected}. "
+            f"Received shape={shape} with {shape[-1]} channel(s)."
+        )
+    for axis, size in zip(("height", "width"), shape[1:3]):
+        if size is not None and size % factor:
+            raise ValueError(
+                f"Expected {name} whose height and width are multiples of {factor} "
+                f"(the encoder's downsampling factor). Received shape={shape}: "
+                f"{axis} {size} is not."
+            )
+
+
+def check_indices(indices, num_embeddings, name="indices"):
+    """Checks that concrete integer `indices` lie in [0, num_embeddings).
+
+    Values are only checked for eager inputs; inside a compiled function the
+    dtype is still checked.
+    """
+    dtype = dtype_of(indices)
+    if "int" not in dtype:
+        raise TypeError(
+            f"Expected integer {name} in [0, {num_embeddings}). Received dtype={dtype}."
+        )
+    if ops.is_tensor(indices) or isinstance(indices, np.ndarray):
+        try:
+            values = np.asarray(ops.convert_to_numpy(indices))
+        except Exception:  # symbolic tensor inside a traced function
+            return
+        if values.size and (values.min() < 0 or values.max() >= num_embeddings):
+            raise ValueError(
+                f"Expected {name} in [0, {num_embeddings}). "
+                f"Received values in [{values.min()}, {values.max()}]."
+            )
