@@ -74,12 +74,19 @@ class BaseVectorQuantizer(keras.layers.Layer):
     def nearest_indices(self, inputs):
         """Index of the nearest code (squared L2) for every input vector."""
         self._check_inputs(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
         flat = ops.reshape(ops.cast(inputs, "float32"), (-1, self.embedding_dim))
         indices = self._nearest(flat, self.codebook)
         return ops.reshape(indices, ops.shape(inputs)[:-1])
 
     def lookup(self, indices):
         """The code vectors (float32) of integer `indices` of any shape."""
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' has no codebook yet: build it or call "
+                "it on inputs before looking up indices."
+            )
         validation.check_indices(indices, self.num_embeddings)
         return ops.take(self.codebook, ops.cast(indices, "int32"), axis=0)
 

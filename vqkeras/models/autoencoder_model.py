@@ -96,10 +96,14 @@ class AutoencoderModel(backend_trainer_class(), keras.Model):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return images
 
-    def _compute_losses(self, images, training):
+    def build_for(self, images):
+        """Builds the model for a batch like `images`, if not built yet."""
         if not self.built:
-            # The TensorFlow trainer builds nothing before tracing the step.
             self.build(tuple(images.shape))
+
+    def _compute_losses(self, images, training):
+        # The TensorFlow trainer builds nothing before tracing the step.
+        self.build_for(images)
         outputs = self.compute_outputs(images, training=training)
         terms = self.compute_loss_terms(images, outputs)
         total = sum(terms[name] for name in self.loss_names)

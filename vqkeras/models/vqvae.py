@@ -132,6 +132,7 @@ class VQVAE(AutoencoderModel):
 
     def encode(self, images):
         """Images to quantized latents `(B, h, w, D)`: what `decode` takes."""
+        self.build_for(images)
         latents = self.encoder(self.encoder_inputs(images))
         return self.quantizer(latents)["quantized"]
 
@@ -141,6 +142,7 @@ class VQVAE(AutoencoderModel):
 
     def encode_indices(self, images):
         """Images to int32 code indices `(B, h, w)`."""
+        self.build_for(images)
         return self.quantizer.nearest_indices(self.encoder(self.encoder_inputs(images)))
 
     def decode_indices(self, indices):

@@ -1,0 +1,80 @@
+"""Shared test helpers. The suite runs once per backend: KERAS_BACKEND=tensorflow|jax|torch."""
+
+import keras
+import numpy as np
+import pytest
+
+from vqkeras.layers import ConvDecoder, ConvEncoder, EMAVectorQuantizer, VectorQuantizer
+from vqkeras.models import VQVAE
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def gradients(layer, inputs, loss_fn):
+    """Gradients of `loss_fn(layer(inputs, training=True))` with respect to
+    the inputs and to each trainable weight of `layer`, on any backend."""
+    backend = keras.config.backend()
+    inputs = np.asarray(inputs, dtype="float32")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(inputs)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = loss_fn(layer(x, training=True))
+        grads = tape.gradient(loss, [x, *layer.trainable_variables])
+        return [to_numpy(g) if g is not None else None for g in grads]
+    if backend == "jax":
+        import jax
+
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def stateless_loss(x, trainable):
+            outputs, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
+            return loss_fn(outputs)
+
+        trainable = [v.value for v in layer.trainable_variables]
+        grad_x, grad_w = jax.grad(stateless_loss, argnums=(0, 1))(inputs, trainable)
+        return [to_numpy(grad_x), *[to_numpy(g) for g in grad_w]]
+    import torch
+
+    x = torch.tensor(inputs, requires_grad=True)
+    for v in layer.trainable_variables:
+        v.value.grad = None
+    loss_fn(layer(x, training=True)).backward()
+    grads = [x.grad, *[v.value.grad for v in layer.trainable_variables]]
+    return [to_numpy(g) if g is not None else None for g in grads]
+
+
+def blob_images(n, size=16, channels=1, seed=0):
+    """Learnable synthetic uint8 images: one bright rectangle on a dark background."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size, channels), dtype="uint8")
+    for image in images:
+        top, left = rng.integers(0, size // 2, size=2)
+        height, width = rng.integers(size // 4, size // 2, size=2)
+        image[top : top + height, left : left + width] = rng.integers(150, 256, size=channels)
+    return images
+
+
+def small_vqvae(quantizer="ema", channels=1, num_embeddings=16, latent_dim=8, **quantizer_kwargs):
+    """A VQ-VAE small enough for fast tests: 16x16 images to a 4x4 grid."""
+    if quantizer == "ema":
+        quantizer = EMAVectorQuantizer(num_embeddings, latent_dim, seed=3, **quantizer_kwargs)
+    else:
+        quantizer = VectorQuantizer(num_embeddings, latent_dim, **quantizer_kwargs)
+    return VQVAE(
+        encoder=ConvEncoder(latent_dim, channels=(8, 16), num_residual_blocks=1),
+        decoder=ConvDecoder(channels, channels=(16, 8), num_residual_blocks=1),
+        quantizer=quantizer,
+    )
