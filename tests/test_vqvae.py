@@ -162,3 +162,15 @@ def test_mismatched_parts_are_rejected_at_construction():
         VQVAE(ConvEncoder(8), ConvDecoder(1), VectorQuantizer(16, 4))
     with pytest.raises(TypeError, match="quantizer.*Received: Dense"):
         VQVAE(ConvEncoder(8), ConvDecoder(1), keras.layers.Dense(4))
+
+
+def test_fit_under_mixed_bfloat16_keeps_losses_in_float32():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    images = blob_images(32)
+    model = small_vqvae("gradient")
+    model.compile(optimizer="adam")
+    history = model.fit(images, epochs=1, batch_size=16, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+    assert model.encoder.compute_dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(model.quantizer.embeddings.dtype) == "float32"
+    assert model.predict(images[:2], verbose=0).dtype == np.float32

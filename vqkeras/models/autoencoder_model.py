@@ -3,38 +3,30 @@ import numpy as np
 from keras import ops
 
 from vqkeras import validation
-from vqkeras.callbacks import StopOnNaN
-from vqkeras.models.trainers import backend_trainer_class
+from vqkeras.models.loss_terms_model import LossTermsModel
 
 
-class AutoencoderModel(backend_trainer_class(), keras.Model):
-    """Base class of the autoencoder families: the training loop lives here.
+class AutoencoderModel(LossTermsModel):
+    """Base class of the image autoencoder families.
 
-    A family implements three things and never touches backend code:
-    - `compute_outputs(images, training)`: a dict of outputs with `"reconstruction"`;
+    A family implements, and never touches backend code:
+    - `compute_outputs(images, training)`: a dict of outputs with
+      `"reconstruction"`;
     - `compute_loss_terms(images, outputs)`: a dict of scalar loss terms,
       already weighted, whose names were given to `__init__` as `loss_names`;
       their sum is the training loss;
+    - `image_channels` and `downsampling_factor`, for input checks;
     - optionally `extra_metrics` and `update_extra_metrics(outputs)`.
 
-    `train_step` and `test_step` come from the backend's trainer
-    (`vqkeras.models.trainers`), so `compile(optimizer=...)` then `fit(...)`
-    trains the model on TensorFlow, JAX or PyTorch. Every loss term is logged
-    by name, next to `loss`, the total.
+    Training comes from `LossTermsModel`: `compile(optimizer=...)` then
+    `fit(...)` on TensorFlow, JAX or PyTorch, with every term logged by name.
+    Datasets of `(images, labels)` are accepted; the labels are ignored.
 
     Pixel range: images are uint8 in [0, 255] or floats in [0, 1]. Inside, the
     encoder sees them scaled to [-1, 1]; reconstructions and the
     reconstruction loss (mean squared error per pixel value) are on the
     [0, 1] scale, so PSNR = -10 log10(reconstruction_loss).
     """
-
-    def __init__(self, loss_names, **kwargs):
-        super().__init__(**kwargs)
-        self.loss_names = tuple(loss_names)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.loss_term_trackers = [keras.metrics.Mean(name=name) for name in self.loss_names]
-
-    # -- what a family provides ------------------------------------------
 
     @property
     def image_channels(self):
@@ -50,21 +42,20 @@ class AutoencoderModel(backend_trainer_class(), keras.Model):
     def compute_loss_terms(self, images, outputs):
         raise NotImplementedError
 
-    @property
-    def extra_metrics(self):
-        return []
-
-    def update_extra_metrics(self, outputs):
-        pass
-
-    # -- shared machinery -------------------------------------------------
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, *self.loss_term_trackers, *self.extra_metrics]
+    def compute_losses(self, data, training=False):
+        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        # The TensorFlow trainer builds nothing before tracing the step.
+        self.build_for(images)
+        outputs = self.compute_outputs(images, training=training)
+        return self.compute_loss_terms(images, outputs), outputs
 
     def call(self, images, training=None):
         return self.compute_outputs(images, training=training)["reconstruction"]
+
+    def build_for(self, images):
+        """Builds the model for a batch like `images`, if not built yet."""
+        if not self.built:
+            self.build(tuple(images.shape))
 
     def check_images(self, images):
         """Raises a clear error unless `images` suit this model."""
@@ -91,46 +82,15 @@ class AutoencoderModel(backend_trainer_class(), keras.Model):
         error = ops.square(reconstruction - self.images_to_unit_range(images))
         return ops.mean(error, axis=(1, 2, 3))
 
-    def _images_from_data(self, data):
-        # Datasets of (images, labels) are fine: labels are ignored.
-        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return images
-
-    def build_for(self, images):
-        """Builds the model for a batch like `images`, if not built yet."""
-        if not self.built:
-            self.build(tuple(images.shape))
-
-    def _compute_losses(self, images, training):
-        # The TensorFlow trainer builds nothing before tracing the step.
-        self.build_for(images)
-        outputs = self.compute_outputs(images, training=training)
-        terms = self.compute_loss_terms(images, outputs)
-        total = sum(terms[name] for name in self.loss_names)
-        return total, terms, outputs
-
-    def _update_metrics(self, total, terms, outputs):
-        batch_size = ops.cast(ops.shape(outputs["reconstruction"])[0], "float32")
-        self.loss_tracker.update_state(total, sample_weight=batch_size)
-        for tracker in self.loss_term_trackers:
-            tracker.update_state(terms[tracker.name], sample_weight=batch_size)
-        self.update_extra_metrics(outputs)
-        return {metric.name: metric.result() for metric in self.metrics}
-
     def _check_array_input(self, x):
         # Arrays are checked before Keras converts them, so a bad dtype or
         # shape fails here with a clear message rather than inside a backend.
         if isinstance(x, np.ndarray):
             self.check_images(x)
 
-    def fit(
-        self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs
-    ):
+    def fit(self, x=None, *args, **kwargs):
         self._check_array_input(x)
-        callbacks = list(callbacks or [])
-        if not any(isinstance(c, StopOnNaN) for c in callbacks):
-            callbacks.append(StopOnNaN())
-        return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
+        return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         self._check_array_input(x)

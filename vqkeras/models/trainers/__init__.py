@@ -3,9 +3,9 @@
 Keras has no backend-independent way to write a custom `train_step`: gradients
 come from `tf.GradientTape`, `jax.value_and_grad` over a stateless function, or
 `torch.autograd`. Each module here implements `train_step` and `test_step` for
-one backend, around two backend-agnostic methods of `AutoencoderModel`:
-`_compute_losses` and `_update_metrics`. Model families define only their loss
-terms; they never touch this code.
+one backend, around two backend-agnostic methods of `LossTermsModel`:
+`_compute_losses(data, training)` and `_update_metrics(data, ...)`. Model
+families define only their loss terms; they never touch this code.
 """
 
 import keras

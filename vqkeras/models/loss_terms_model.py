@@ -1,0 +1,69 @@
+import keras
+from keras import ops
+
+from vqkeras.callbacks import StopOnNaN
+from vqkeras.models.trainers import backend_trainer_class
+
+
+class LossTermsModel(backend_trainer_class(), keras.Model):
+    """A Keras model trained on a sum of named loss terms, on any backend.
+
+    Subclasses implement `compute_losses(data, training)`, returning the
+    scalar loss terms (already weighted; their names given to `__init__` as
+    `loss_names`) and a dict of outputs; optionally `extra_metrics` and
+    `update_extra_metrics(outputs)`. They never touch backend code:
+    `train_step` and `test_step` come from the backend's trainer
+    (`vqkeras.models.trainers`), so `compile(optimizer=...)` then `fit(...)`
+    trains them on TensorFlow, JAX or PyTorch.
+
+    The logs show `loss` (the sum), each term by name and the extra metrics,
+    all averaged over the epoch. Every `fit` stops with a `FloatingPointError`
+    as soon as a logged value turns NaN or inf (`vqkeras.callbacks.StopOnNaN`).
+    """
+
+    def __init__(self, loss_names, **kwargs):
+        super().__init__(**kwargs)
+        self.loss_names = tuple(loss_names)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.loss_term_trackers = [keras.metrics.Mean(name=name) for name in self.loss_names]
+
+    def compute_losses(self, data, training=False):
+        """Returns `(terms, outputs)`: a dict of scalar loss terms named as in
+        `loss_names`, and a dict of outputs for `update_extra_metrics`."""
+        raise NotImplementedError
+
+    @property
+    def extra_metrics(self):
+        return []
+
+    def update_extra_metrics(self, outputs):
+        pass
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.loss_term_trackers, *self.extra_metrics]
+
+    # -- called by the backend trainers ---------------------------------------
+
+    def _compute_losses(self, data, training):
+        terms, outputs = self.compute_losses(data, training=training)
+        total = sum(terms[name] for name in self.loss_names)
+        return total, terms, outputs
+
+    def _update_metrics(self, data, total, terms, outputs):
+        # Weight each batch by its size, so the epoch value is a per-sample mean.
+        first = next(x for x in keras.tree.flatten(data) if x is not None)
+        batch_size = ops.cast(ops.shape(first)[0], "float32")
+        self.loss_tracker.update_state(total, sample_weight=batch_size)
+        for tracker in self.loss_term_trackers:
+            tracker.update_state(terms[tracker.name], sample_weight=batch_size)
+        self.update_extra_metrics(outputs)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def fit(
+        self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs
+    ):
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, StopOnNaN) for c in callbacks):
+            callbacks.append(StopOnNaN())
+        return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
