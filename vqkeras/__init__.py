@@ -3,7 +3,17 @@
 Runs on the TensorFlow, JAX and PyTorch backends (set KERAS_BACKEND).
 """
 
-from vqkeras import callbacks, layers, metrics, models
+from vqkeras import callbacks, layers, metrics, models, presets, zoo
+from vqkeras.presets import from_preset
 from vqkeras.version import __version__
 
-__all__ = ["__version__", "callbacks", "layers", "metrics", "models"]
+__all__ = [
+    "__version__",
+    "callbacks",
+    "from_preset",
+    "layers",
+    "metrics",
+    "models",
+    "presets",
+    "zoo",
+]

@@ -60,6 +60,19 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
         self.update_extra_metrics(outputs)
         return {metric.name: metric.result() for metric in self.metrics}
 
+    @classmethod
+    def from_preset(cls, name_or_dir, cache_dir=None):
+        """Loads a preset holding this class: a shipped name or a folder."""
+        from vqkeras import presets
+
+        return presets.from_preset(name_or_dir, expected_class=cls, cache_dir=cache_dir)
+
+    def save_to_preset(self, directory, metadata=None, overwrite=False):
+        """Saves config, weights and metadata as a preset folder."""
+        from vqkeras import presets
+
+        return presets.save_to_preset(self, directory, metadata=metadata, overwrite=overwrite)
+
     def fit(
         self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs
     ):

@@ -1,0 +1,110 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import blob_images, small_vqvae, to_numpy
+
+import vqkeras
+from vqkeras import presets
+from vqkeras.models import VQVAE
+
+
+@pytest.fixture
+def saved_preset(tmp_path):
+    images = blob_images(16)
+    model = small_vqvae(restart_after_steps=3)
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=1, batch_size=8, verbose=0)
+    directory = model.save_to_preset(tmp_path / "tiny", metadata={"dataset": "blobs"})
+    return model, images, directory
+
+
+def test_round_trip_and_metadata(saved_preset):
+    model, images, directory = saved_preset
+    assert sorted(os.listdir(directory)) == ["config.json", "metadata.json", "model.weights.h5"]
+    loaded = vqkeras.from_preset(directory)
+    assert isinstance(loaded, VQVAE)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        to_numpy(loaded.encode_indices(images)), to_numpy(model.encode_indices(images))
+    )
+    metadata = presets.load_metadata(directory)
+    assert metadata["dataset"] == "blobs"
+    assert metadata["class_name"] == "VQVAE"
+    assert metadata["num_embeddings"] == 16
+    assert metadata["input_shape"] == [16, 16, 1]
+    assert metadata["latent_shape"] == [4, 4, 8]
+    assert metadata["parameter_count"] == model.count_params()
+    assert metadata["weights_sha256"] == presets.sha256_of(
+        os.path.join(directory, "model.weights.h5")
+    )
+    assert VQVAE.from_preset(directory).count_params() == model.count_params()
+
+
+def test_existing_preset_is_not_clobbered(saved_preset):
+    model, _, directory = saved_preset
+    before = presets.sha256_of(os.path.join(directory, "model.weights.h5"))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save_to_preset(directory)
+    assert presets.sha256_of(os.path.join(directory, "model.weights.h5")) == before
+    model.save_to_preset(directory, overwrite=True)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_weights_fail_clearly(saved_preset, damage):
+    _, _, directory = saved_preset
+    weights = os.path.join(directory, "model.weights.h5")
+    data = bytearray(open(weights, "rb").read())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    open(weights, "wb").write(bytes(data))
+    with pytest.raises(ValueError, match=r"sha256 .* expected .*nothing was loaded"):
+        vqkeras.from_preset(directory)
+
+
+def test_remote_weights_are_fetched_verified_and_cached(saved_preset, tmp_path):
+    model, images, directory = saved_preset
+    # A preset that names its weights by URL; a file:// URL keeps the test offline.
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    os.replace(os.path.join(directory, "model.weights.h5"), remote / "w.h5")
+    metadata_path = os.path.join(directory, "metadata.json")
+    metadata = json.load(open(metadata_path))
+    metadata["weights_url"] = (remote / "w.h5").as_uri()
+    json.dump(metadata, open(metadata_path, "w"))
+    loaded = vqkeras.from_preset(directory, cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    cached = os.listdir(tmp_path / "cache" / "vqkeras")
+    assert len(cached) == 1 and cached[0].endswith(".weights.h5")
+
+
+def test_unknown_preset_names_close_matches(monkeypatch):
+    monkeypatch.setattr(vqkeras.zoo, "list", lambda: ["vqvae_mnist", "vqvae_cifar10"])
+    with pytest.raises(
+        ValueError, match=r"Unknown preset 'vqvae_mnst'.*Did you mean 'vqvae_mnist'"
+    ):
+        vqkeras.from_preset("vqvae_mnst")
+
+
+def test_wrong_class_and_unbuilt_model(saved_preset, tmp_path):
+    _, _, directory = saved_preset
+    with pytest.raises(TypeError, match="holds a VQVAE, not a Sequential"):
+        presets.from_preset(directory, expected_class=keras.Sequential)
+    with pytest.raises(ValueError, match="unbuilt model"):
+        small_vqvae().save_to_preset(tmp_path / "unbuilt")
+
+
+def test_shipped_presets_load_and_match_their_checksums():
+    for name in vqkeras.zoo.list():
+        metadata = vqkeras.zoo.info(name)
+        weights = os.path.join(vqkeras.zoo.preset_dir(name), "model.weights.h5")
+        assert presets.sha256_of(weights) == metadata["weights_sha256"], name
+        assert vqkeras.from_preset(name).count_params() == metadata["parameter_count"], name
