@@ -8,6 +8,7 @@ from conftest import blob_images, small_vqvae, to_numpy
 
 import vqkeras
 from vqkeras import presets
+from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.models import VQVAE
 
 
@@ -102,9 +103,15 @@ def test_wrong_class_and_unbuilt_model(saved_preset, tmp_path):
         small_vqvae().save_to_preset(tmp_path / "unbuilt")
 
 
-def test_shipped_presets_load_and_match_their_checksums():
-    for name in vqkeras.zoo.list():
-        metadata = vqkeras.zoo.info(name)
-        weights = os.path.join(vqkeras.zoo.preset_dir(name), "model.weights.h5")
-        assert presets.sha256_of(weights) == metadata["weights_sha256"], name
-        assert vqkeras.from_preset(name).count_params() == metadata["parameter_count"], name
+@pytest.mark.parametrize("name", vqkeras.zoo.list())
+def test_shipped_preset_loads_and_reconstructs_the_shipped_samples(name):
+    metadata = vqkeras.zoo.info(name)
+    weights = os.path.join(vqkeras.zoo.preset_dir(name), "model.weights.h5")
+    assert presets.sha256_of(weights) == metadata["weights_sha256"]
+    model = vqkeras.from_preset(name)
+    assert model.count_params() == metadata["parameter_count"]
+    check = metadata["sample_check"]
+    images, _ = vqkeras.samples.load(check["sample"])
+    psnr = evaluate_reconstructions(model, images)["psnr_db"]
+    assert psnr >= check["psnr_floor_db"], f"{name}: {psnr:.2f} dB"
+    np.testing.assert_allclose(psnr, check["psnr_db"], atol=0.05)

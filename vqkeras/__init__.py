@@ -3,7 +3,7 @@
 Runs on the TensorFlow, JAX and PyTorch backends (set KERAS_BACKEND).
 """
 
-from vqkeras import callbacks, layers, metrics, models, presets, zoo
+from vqkeras import callbacks, layers, metrics, models, presets, samples, zoo
 from vqkeras.presets import from_preset
 from vqkeras.version import __version__
 
@@ -15,5 +15,6 @@ __all__ = [
     "metrics",
     "models",
     "presets",
+    "samples",
     "zoo",
 ]

@@ -23,6 +23,10 @@ def write_atomic(path, write, overwrite=False, mode="w"):
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
+        # mkstemp makes the file private (0600); give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -8,9 +8,9 @@ model on the 10000 test images and writes everything to `--out`:
     timing.json          per-epoch wall time and training throughput
     checkpoints/         one weights file per epoch (`epoch_NNN.weights.h5`)
     backup/              `keras.callbacks.BackupAndRestore` state (kept at the end)
-    model.weights.h5     final weights
-    config.json          the model's serialized config
     metrics.json         test-split metrics, training time and throughput
+    preset/              the trained model as a preset (config, weights, metadata
+                         with the test metrics): what zoo/vqvae_mnist/ ships
 
 Usage (any Keras backend):
 
@@ -26,18 +26,12 @@ including the learning-rate schedule's step); the CSV log and timing are
 continued. Rerunning a finished run trains no further and only re-evaluates.
 To start afresh, use a new `--out` directory.
 
-Loading the result:
+Loading the result: `vqkeras.from_preset("runs/vqvae_mnist/preset")`.
 
-    config = json.load(open("config.json"))
-    model = keras.saving.deserialize_keras_object(config)
-    model.build((None, 28, 28, 1))
-    model.load_weights("model.weights.h5")
-
-Test metrics (`metrics.json`), on clipped reconstructions on the [0, 1] scale:
-`psnr_mean_db` is the mean over images of -10 log10(MSE_i); `mse` the mean
-squared error per pixel; `codebook_usage` the fraction of the 128 codes used at
-least once over the test split; `perplexity` exp(entropy) of the test code
-histogram. `images_per_second` is the median over epochs of training images
+Test metrics (`metrics.json`, key `test`) come from
+`vqkeras.evaluation.evaluate_reconstructions` on all 10000 test images (see its
+docstring: clipped reconstructions on the [0, 1] scale, mean per-image PSNR,
+SSIM, codebook usage and perplexity over the split). `images_per_second` is the median over epochs of training images
 divided by the epoch's training time (from the start of the epoch to its last
 training batch: validation excluded; the first epoch includes tracing).
 """
@@ -53,6 +47,8 @@ import keras
 import numpy as np
 
 import vqkeras
+from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.file_io import write_json_atomic
 from vqkeras.layers import ConvDecoder, ConvEncoder, EMAVectorQuantizer
 
 NUM_EMBEDDINGS = 128
@@ -85,17 +81,6 @@ def parse_args(argv=None):
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     return args
-
-
-def write_json_atomic(path, obj):
-    """Writes `obj` as JSON to `path` through a temporary file and `os.replace`."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_mnist(path, limit_train=None):
@@ -178,7 +163,7 @@ class EpochTimer(keras.callbacks.Callback):
             "train_images": self.num_train_images,
             "images_per_second": self.num_train_images / train_time,
         }
-        write_json_atomic(self.path, {"epochs": self.epochs})
+        write_json_atomic(self.path, {"epochs": self.epochs}, overwrite=True)
 
     def summary(self):
         entries = list(self.epochs.values())
@@ -193,36 +178,25 @@ class EpochTimer(keras.callbacks.Callback):
         }
 
 
-def evaluate_test(model, x_test):
-    """Reconstruction and codebook metrics over the whole test split."""
-    target = x_test.astype("float32") / 255.0
-    reconstruction = model.predict(x_test, batch_size=EVAL_BATCH_SIZE, verbose=0)
-    reconstruction = np.clip(np.asarray(reconstruction, dtype="float32"), 0.0, 1.0)
-    mse_per_image = np.mean(np.square(reconstruction - target), axis=(1, 2, 3))
-    # An exact reconstruction would give an infinite PSNR: floor the MSE.
-    psnr_per_image = -10.0 * np.log10(np.maximum(mse_per_image, 1e-12))
-
-    indices = np.concatenate(
-        [
-            keras.ops.convert_to_numpy(
-                model.encode_indices(x_test[start : start + EVAL_BATCH_SIZE])
-            )
-            for start in range(0, len(x_test), EVAL_BATCH_SIZE)
-        ]
-    )
-    counts = np.bincount(indices.ravel(), minlength=model.num_embeddings)
-    probs = counts / counts.sum()
-    nonzero = probs[probs > 0]
+def preset_metadata(model, metrics):
+    """What the model card and `vqkeras.zoo.info` report about this training."""
+    images, _ = vqkeras.samples.load("mnist")
+    sample_psnr = evaluate_reconstructions(model, images)["psnr_db"]
     return {
-        "test_images": len(x_test),
-        "psnr_mean_db": float(np.mean(psnr_per_image)),
-        "psnr_std_db": float(np.std(psnr_per_image)),
-        "mse": float(np.mean(mse_per_image)),
-        "psnr_of_mean_mse_db": float(-10.0 * np.log10(np.mean(mse_per_image))),
-        "codebook_usage": float(np.mean(counts > 0)),
-        "codes_used": int(np.sum(counts > 0)),
-        "perplexity": float(np.exp(-np.sum(nonzero * np.log(nonzero)))),
-        "latent_grid": list(indices.shape[1:]),
+        # The test suite checks the shipped samples still reconstruct this well.
+        "sample_check": {
+            "sample": "mnist",
+            "psnr_db": round(sample_psnr, 2),
+            "psnr_floor_db": math.floor(sample_psnr - 0.5),
+        },
+        "dataset": "MNIST (keras.datasets layout), train split minus its last 5000 images",
+        "evaluation": "MNIST test split, all 10000 images, vqkeras.evaluation",
+        "recipe": "zoo/vqvae_mnist/recipe.py",
+        "training": {
+            key: metrics[key]
+            for key in ("backend", "epochs", "batch_size", "seed", "training_time_s")
+        },
+        "metrics": metrics["test"],
     }
 
 
@@ -267,11 +241,6 @@ def main(argv=None):
     )
     fit_time = time.perf_counter() - start
 
-    model.save_weights(os.path.join(args.out, "model.weights.h5"))
-    write_json_atomic(
-        os.path.join(args.out, "config.json"), keras.saving.serialize_keras_object(model)
-    )
-
     metrics = {
         "backend": keras.config.backend(),
         "keras_version": keras.__version__,
@@ -288,9 +257,14 @@ def main(argv=None):
         "parameters": model.count_params(),
         "fit_time_this_session_s": fit_time,
         **timer.summary(),
-        **evaluate_test(model, x_test),
+        "test": evaluate_reconstructions(model, x_test, batch_size=EVAL_BATCH_SIZE),
     }
-    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics)
+    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
+    model.save_to_preset(
+        os.path.join(args.out, "preset"),
+        metadata=preset_metadata(model, metrics),
+        overwrite=True,
+    )
     print(json.dumps(metrics, indent=2, sort_keys=True), flush=True)
 
 

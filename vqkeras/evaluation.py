@@ -1,0 +1,78 @@
+"""Test-split metrics of a trained autoencoder, computed the same way everywhere
+(model cards, recipes, benchmarks and the command line)."""
+
+import math
+
+import keras
+import numpy as np
+
+
+def _batches(array, batch_size):
+    for start in range(0, len(array), batch_size):
+        yield array[start : start + batch_size]
+
+
+def ssim_per_image(images, reconstructions):
+    """Mean SSIM of each image pair on the [0, 1] scale (11x11 Gaussian window,
+    as `tf.image.ssim`; color images average the channels)."""
+    import tensorflow as tf  # always installed: it also feeds tf.data
+
+    return tf.image.ssim(
+        tf.constant(images, tf.float32), tf.constant(reconstructions, tf.float32), max_val=1.0
+    ).numpy()
+
+
+def evaluate_reconstructions(model, images, batch_size=500):
+    """Reconstruction metrics, plus code statistics for discrete models.
+
+    Reconstructions are clipped to [0, 1] (as when they are saved as images)
+    before anything is measured.
+
+    Args:
+        model: a vqkeras autoencoder.
+        images: uint8 in [0, 255] or float in [0, 1], `(N, H, W, C)`.
+        batch_size: images per forward pass.
+
+    Returns:
+        A dict: `images` (N); `mse` (mean over images of the per-pixel MSE);
+        `psnr_db` (mean over images of -10 log10 MSE_i) and `psnr_std_db`;
+        `ssim` (mean over images). For models with `encode_indices`:
+        `codebook_usage` (fraction of the K codes used at least once over
+        all N images), `perplexity` (exp of the entropy of that histogram),
+        `latent_grid` and `bits_per_image` (grid positions x log2 K: the size
+        of the codes stored without entropy coding).
+    """
+    images = np.asarray(images)
+    model.check_images(images)
+    target = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
+    reconstructions = np.clip(model.predict(images, batch_size=batch_size, verbose=0), 0.0, 1.0)
+    mse = np.mean(np.square(reconstructions - target), axis=(1, 2, 3))
+    # An exact reconstruction would have an infinite PSNR: floor the MSE.
+    psnr = -10.0 * np.log10(np.maximum(mse, 1e-12))
+    metrics = {
+        "images": len(images),
+        "mse": float(np.mean(mse)),
+        "psnr_db": float(np.mean(psnr)),
+        "psnr_std_db": float(np.std(psnr)),
+        "ssim": float(np.mean(ssim_per_image(target, reconstructions))),
+    }
+    if hasattr(model, "encode_indices"):
+        indices = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(model.encode_indices(batch))
+                for batch in _batches(images, batch_size)
+            ]
+        )
+        counts = np.bincount(indices.ravel(), minlength=model.num_embeddings)
+        probs = counts[counts > 0] / counts.sum()
+        metrics.update(
+            {
+                "codebook_usage": float(np.mean(counts > 0)),
+                "perplexity": float(np.exp(-np.sum(probs * np.log(probs)))),
+                "latent_grid": list(indices.shape[1:]),
+                "bits_per_image": float(
+                    math.prod(indices.shape[1:]) * math.log2(model.num_embeddings)
+                ),
+            }
+        )
+    return metrics
