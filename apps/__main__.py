@@ -1,0 +1,3 @@
+from vqkeras.apps.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from vqkeras.apps.cli import main
+
+
+def test_zoo_list_and_info(capsys):
+    assert main(["zoo", "list"]) == 0
+    assert "vqvae_mnist" in capsys.readouterr().out
+    assert main(["zoo", "info", "vqvae_mnist"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_embeddings"] == 128 and info["latent_shape"] == [7, 7, 16]
+
+
+def test_evaluate_writes_metrics_and_never_clobbers(tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "vqvae_mnist", "--input", "sample:mnist", "--limit", "32"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    assert printed["images"] == 32 and printed["psnr_db"] > 24
+
+    assert main([*args, "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main([*args, "--out", str(out), "--overwrite"]) == 0
+
+
+def test_evaluate_reads_keras_datasets_npz(tmp_path, capsys):
+    images = np.zeros((8, 28, 28), "uint8")
+    np.savez(tmp_path / "d.npz", x_test=images, y_test=np.arange(8))
+    assert main(["evaluate", "vqvae_mnist", "--input", str(tmp_path / "d.npz")]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 8
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "vqvae_mnst", "--input", "sample:mnist"], "Did you mean 'vqvae_mnist'"),
+        (["evaluate", "vqvae_mnist", "--input", "missing.npz"], "does not exist"),
+        (["evaluate", "vqvae_mnist", "--input", "sample:cifar10"], "1 channel"),
+        (["zoo", "info", "nope"], "Unknown preset 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("vqkeras: error: ") and err.count("\n") == 1
+
+
+def test_damaged_npz(tmp_path, capsys):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    assert main(["evaluate", "vqvae_mnist", "--input", str(tmp_path / "bad.npz")]) == 2
+    assert "Cannot read" in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "vqkeras.apps", "evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert result.returncode == 0 and "--input" in result.stdout
