@@ -57,9 +57,12 @@ def test_damaged_npz(tmp_path, capsys):
     assert "Cannot read" in capsys.readouterr().err
 
 
-def test_module_entry_point_help():
+def test_module_entry_point_help(tmp_path):
+    # From another folder: `python -m` puts the working directory on sys.path,
+    # and the source tree's vqkeras/ has no apps/ inside.
     result = subprocess.run(
         [sys.executable, "-m", "vqkeras.apps", "evaluate", "--help"],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         env=dict(os.environ),
