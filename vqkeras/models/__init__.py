@@ -1,7 +1,21 @@
 """Models of vqkeras: keras.Model subclasses that train with compile + fit."""
 
+from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.models.klvae import KLVAE
 from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.rqvae import RQVAE
+from vqkeras.models.vae import VAE
 from vqkeras.models.vqvae import VQVAE
+from vqkeras.models.vqvae2 import VQVAE2
 
-__all__ = ["AutoencoderModel", "LossTermsModel", "VQVAE"]
+__all__ = [
+    "Autoencoder",
+    "AutoencoderModel",
+    "KLVAE",
+    "LossTermsModel",
+    "RQVAE",
+    "VAE",
+    "VQVAE",
+    "VQVAE2",
+]
