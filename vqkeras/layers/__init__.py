@@ -5,7 +5,9 @@ from vqkeras.layers.conv_decoder import ConvDecoder
 from vqkeras.layers.conv_encoder import ConvEncoder
 from vqkeras.layers.diagonal_gaussian import DiagonalGaussian
 from vqkeras.layers.ema_vector_quantizer import EMAVectorQuantizer
+from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.layers.gaussian_sampler import GaussianSampler
+from vqkeras.layers.masked_conv2d import MaskedConv2D
 from vqkeras.layers.residual_block import ResidualBlock
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from vqkeras.layers.sub_pixel_upsampling import SubPixelUpsampling
@@ -17,7 +19,9 @@ __all__ = [
     "ConvEncoder",
     "DiagonalGaussian",
     "EMAVectorQuantizer",
+    "GatedPixelCNNBlock",
     "GaussianSampler",
+    "MaskedConv2D",
     "ResidualBlock",
     "ResidualVectorQuantizer",
     "SubPixelUpsampling",

@@ -4,6 +4,7 @@ from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.models.rqvae import RQVAE
 from vqkeras.models.vae import VAE
 from vqkeras.models.vqvae import VQVAE
@@ -14,6 +15,7 @@ __all__ = [
     "AutoencoderModel",
     "KLVAE",
     "LossTermsModel",
+    "PixelCNNPrior",
     "RQVAE",
     "VAE",
     "VQVAE",

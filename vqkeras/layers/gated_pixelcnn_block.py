@@ -1,0 +1,203 @@
+import keras
+from keras import layers, ops
+
+from vqkeras import validation
+from vqkeras.layers.masked_conv2d import MASK_TYPES, MaskedConv2D
+
+
+@keras.saving.register_keras_serializable(package="vqkeras")
+class GatedPixelCNNBlock(layers.Layer):
+    """Gated PixelCNN block: a vertical and a horizontal stack, no blind spot.
+
+    The vertical stack sees every column of the rows above the current one
+    (never the current row or below); the horizontal stack sees the current
+    row left of the current pixel (type "A") or up to it (type "B"). Together
+    they cover the whole causal past, without the blind spot of a stack of
+    masked 3x3 convolutions. Per stack, a convolution gives `2 * filters`
+    features that are gated as `tanh(a) * sigmoid(b)`; the vertical
+    pre-activations feed the horizontal stack through a 1x1 convolution; the
+    horizontal stack ends with a 1x1 convolution and, in type "B" blocks, a
+    residual connection. Type "A" blocks have no residual, since their input
+    still holds the current pixel. With `num_classes`, a learned per-class
+    bias (an `Embedding` of `num_classes` to `2 * filters`) is added to the
+    pre-activations of both stacks.
+
+    Use type "A" for the first block (its inputs are the embedded pixels
+    themselves) and type "B" for the blocks after it.
+
+    Args:
+        mask_type: "A" (first block: excludes the current pixel) or "B".
+        filters: channels of both output stacks. In a type "B" block the
+            horizontal input must have `filters` channels (the residual).
+        kernel_size: odd int: the vertical stack sees `kernel_size // 2 + 1`
+            rows by `kernel_size` columns, the horizontal stack
+            `kernel_size // 2 + 1` columns of the current row.
+        num_classes: number of classes for the class-conditional bias, or
+            None for an unconditional block.
+        **kwargs: base layer keyword arguments.
+
+    Call arguments:
+        inputs: pair `(vertical, horizontal)` of tensors
+            `(batch, height, width, channels)`. For the first block both are
+            the embedded input.
+        labels: int tensor `(batch,)` in `[0, num_classes)`; required iff
+            `num_classes` is set.
+
+    Returns:
+        Pair `(vertical, horizontal)` of tensors `(batch, height, width,
+        filters)`. The horizontal output at (i, j) depends only on input
+        pixels before (i, j) in raster order (type "A") or up to and
+        including it (type "B").
+
+    Example:
+
+    ```python
+    x = keras.random.normal((8, 7, 7, 32))
+    v, h = vqkeras.layers.GatedPixelCNNBlock("A", filters=64)((x, x))
+    v, h = vqkeras.layers.GatedPixelCNNBlock("B", filters=64)((v, h))
+    ```
+
+    Reference:
+        van den Oord et al., "Conditional Image Generation with PixelCNN
+        Decoders", 2016.
+    """
+
+    def __init__(self, mask_type, filters, kernel_size=3, num_classes=None, **kwargs):
+        super().__init__(**kwargs)
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f'`mask_type` must be "A" or "B". Received: mask_type={mask_type!r}')
+        self.mask_type = mask_type
+        self.filters = validation.positive_int("filters", filters)
+        self.kernel_size = validation.positive_int("kernel_size", kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"`kernel_size` must be odd. Received: kernel_size={kernel_size!r}")
+        self.num_classes = (
+            None if num_classes is None else validation.positive_int("num_classes", num_classes)
+        )
+        half = self.kernel_size // 2
+        self.vertical_conv = layers.Conv2D(
+            2 * self.filters,
+            (half + 1, self.kernel_size),
+            name="vertical_conv",
+            dtype=self.dtype_policy,
+        )
+        self.horizontal_conv = MaskedConv2D(
+            mask_type,
+            2 * self.filters,
+            (1, self.kernel_size),
+            name="horizontal_conv",
+            dtype=self.dtype_policy,
+        )
+        self.vertical_to_horizontal = layers.Conv2D(
+            2 * self.filters, 1, name="vertical_to_horizontal", dtype=self.dtype_policy
+        )
+        self.horizontal_output = layers.Conv2D(
+            self.filters, 1, name="horizontal_output", dtype=self.dtype_policy
+        )
+        self.class_embedding = None
+        if self.num_classes is not None:
+            self.class_embedding = layers.Embedding(
+                self.num_classes, 2 * self.filters, name="class_embedding", dtype=self.dtype_policy
+            )
+
+    def _split_shapes(self, input_shape):
+        shapes = tuple(tuple(shape) for shape in input_shape)
+        if len(shapes) != 2 or any(len(shape) != 4 for shape in shapes):
+            raise ValueError(
+                "GatedPixelCNNBlock expects a pair (vertical, horizontal) of tensors of shape "
+                f"(batch, height, width, channels). Received shapes={input_shape!r}"
+            )
+        return shapes
+
+    def build(self, input_shape):
+        vertical_shape, horizontal_shape = self._split_shapes(input_shape)
+        if self.mask_type == "B" and horizontal_shape[-1] != self.filters:
+            raise ValueError(
+                f"A type 'B' block adds its input to its output, so the horizontal input needs "
+                f"filters={self.filters} channels. Received shape={horizontal_shape}."
+            )
+        # The vertical convolution runs on a padded input of another size.
+        self.vertical_conv.build((vertical_shape[0], None, None, vertical_shape[-1]))
+        self.horizontal_conv.build(horizontal_shape)
+        pre_activation_shape = tuple(horizontal_shape[:-1]) + (2 * self.filters,)
+        self.vertical_to_horizontal.build(pre_activation_shape)
+        self.horizontal_output.build(tuple(horizontal_shape[:-1]) + (self.filters,))
+        if self.class_embedding is not None:
+            self.class_embedding.build((None,))
+
+    @staticmethod
+    def _gate(x):
+        tanh_half, sigmoid_half = ops.split(x, 2, axis=-1)
+        return ops.tanh(tanh_half) * ops.sigmoid(sigmoid_half)
+
+    def _class_bias(self, labels):
+        if (labels is None) != (self.class_embedding is None):
+            raise ValueError(
+                f"This block has num_classes={self.num_classes}: labels are "
+                f"{'required' if labels is None else 'not accepted'}."
+            )
+        if labels is None:
+            return 0.0
+        return self.class_embedding(labels)[:, None, None, :]
+
+    def vertical_stack(self, vertical, labels=None):
+        """The vertical half of the block.
+
+        Returns `(output, pre_activation)`: the gated output `(batch, height,
+        width, filters)` for the next block's vertical stack, and the
+        pre-activation `(batch, height, width, 2 * filters)` (without the class
+        bias) that `horizontal_stack` takes. Row i of both depends only on
+        rows < i of the input of the first block. The vertical stack never
+        reads the horizontal one, so a sampler can compute it once per row.
+        """
+        vertical = ops.convert_to_tensor(vertical, dtype=self.compute_dtype)
+        half = self.kernel_size // 2
+        # Type A: one more row of padding on top, then drop the last output
+        # row, shifts the stack down so that row i sees input rows < i only.
+        # Type B inputs come from a vertical stack that is already shifted.
+        shift = 1 if self.mask_type == "A" else 0
+        padded = ops.pad(vertical, ((0, 0), (half + shift, 0), (half, half), (0, 0)))
+        pre_activation = self.vertical_conv(padded)
+        if shift:
+            pre_activation = pre_activation[:, :-1]
+        return self._gate(pre_activation + self._class_bias(labels)), pre_activation
+
+    def horizontal_stack(self, horizontal, vertical_pre_activation, labels=None):
+        """The horizontal half of the block: output `(batch, height, width,
+        filters)` from the horizontal input and the vertical pre-activation of
+        the same rows (from `vertical_stack`). It mixes pixels within a row
+        only, so it also runs on a single row `(batch, 1, width, channels)`."""
+        horizontal = ops.convert_to_tensor(horizontal, dtype=self.compute_dtype)
+        pre_activation = (
+            self.horizontal_conv(horizontal)
+            + self.vertical_to_horizontal(vertical_pre_activation)
+            + self._class_bias(labels)
+        )
+        output = self.horizontal_output(self._gate(pre_activation))
+        if self.mask_type == "B":
+            output = output + horizontal
+        return output
+
+    def call(self, inputs, labels=None, training=None):
+        vertical, horizontal = inputs
+        vertical, pre_activation = self.vertical_stack(vertical, labels)
+        return vertical, self.horizontal_stack(horizontal, pre_activation, labels)
+
+    def compute_output_shape(self, input_shape):
+        vertical_shape, horizontal_shape = self._split_shapes(input_shape)
+        return (
+            tuple(vertical_shape[:-1]) + (self.filters,),
+            tuple(horizontal_shape[:-1]) + (self.filters,),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "mask_type": self.mask_type,
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "num_classes": self.num_classes,
+            }
+        )
+        return config
