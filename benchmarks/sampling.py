@@ -1,0 +1,154 @@
+"""Sampling speed of `PixelCNNPrior`: a naive loop of eager forward passes vs `sample`.
+
+What it measures
+----------------
+Drawing 64 code grids from an (untrained) unconditional `PixelCNNPrior` with the
+architecture of the MNIST zoo prior (64 filters, 4 gated blocks of kernel 5,
+embedding 64), for a 7x7 grid with K=128 codes and an 8x8 grid with K=512:
+
+- naive: `h * w` calls of `prior.predict` on the whole batch of grids, each followed by
+  a NumPy categorical draw of the codes at the next position (the keras.io tutorial's
+  loop);
+- compiled: `prior.sample(64, seed=...)`: one `jax.jit`ted `fori_loop` on JAX, one
+  `tf.function` on TensorFlow, an eager no-grad loop on PyTorch. Its first call (which
+  traces and compiles) is listed apart; the time kept is the median of `--repeats`
+  later calls, each waited for until its result is on the host.
+
+Speedup = naive / compiled. Weights do not change the work done, so an untrained prior
+gives the same timings as a trained one.
+
+How to run
+----------
+    python benchmarks/sampling.py                      # all backends, one process each
+    python benchmarks/sampling.py --backend jax        # one backend
+    python benchmarks/sampling.py --repeats 5 --json results.json
+
+The Markdown table goes to stdout, progress to stderr. The machine should be otherwise
+idle: the script prints the load average before and after.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+CASES = (((7, 7), 128), ((8, 8), 512))
+NUM_SAMPLES = 64
+ARCHITECTURE = {"filters": 64, "num_blocks": 4, "kernel_size": 5, "embedding_dim": 64}
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def naive_sample(prior, num, seed):
+    """The keras.io loop: one eager `predict` per position, a NumPy draw after each."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    height, width = prior.grid_shape
+    grids = np.zeros((num, height, width), dtype="int32")
+    for i in range(height):
+        for j in range(width):
+            logits = prior.predict(grids, batch_size=num, verbose=0)[:, i, j].astype("float64")
+            probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            probs /= probs.sum(axis=-1, keepdims=True)
+            cdf = np.cumsum(probs, axis=-1)
+            draws = rng.random((num, 1)) * cdf[:, -1:]
+            grids[:, i, j] = np.minimum((cdf < draws).sum(axis=-1), probs.shape[-1] - 1)
+    return grids
+
+
+def run_backend(repeats):
+    """Times every case on the backend of this process; returns a list of rows."""
+    keras = importlib.import_module("keras")
+    from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+
+    rows = []
+    for grid_shape, num_embeddings in CASES:
+        keras.utils.set_random_seed(0)
+        prior = PixelCNNPrior(num_embeddings, grid_shape, **ARCHITECTURE)
+        prior.build()
+
+        start = time.perf_counter()
+        naive_sample(prior, NUM_SAMPLES, seed=0)
+        naive_ms = 1000 * (time.perf_counter() - start)
+
+        times = []
+        for seed in range(repeats + 1):
+            start = time.perf_counter()
+            # Converting to NumPy waits for the result (JAX dispatches asynchronously).
+            keras.ops.convert_to_numpy(prior.sample(NUM_SAMPLES, seed=seed))
+            times.append(1000 * (time.perf_counter() - start))
+        first_ms, compiled_ms = times[0], statistics.median(times[1:])
+        row = {
+            "backend": keras.config.backend(),
+            "grid": f"{grid_shape[0]}x{grid_shape[1]}",
+            "num_embeddings": num_embeddings,
+            "naive_ms": naive_ms,
+            "compiled_first_call_ms": first_ms,
+            "compiled_ms": compiled_ms,
+            "speedup": naive_ms / compiled_ms,
+        }
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows):
+    lines = [
+        f"{NUM_SAMPLES} samples; prior: {ARCHITECTURE}",
+        "",
+        "| backend | grid | K | naive predict loop (ms) | compiled, first call (ms) "
+        "| compiled (ms) | speedup |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['backend']} | {row['grid']} | {row['num_embeddings']} "
+            f"| {row['naive_ms']:.0f} | {row['compiled_first_call_ms']:.0f} "
+            f"| {row['compiled_ms']:.0f} | {row['speedup']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=BACKENDS, help="run one backend in this process")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be a positive integer")
+
+    if args.worker:
+        print(json.dumps(run_backend(args.repeats)))
+        return
+    log(f"load average before: {os.getloadavg()}")
+    rows = []
+    for backend in [args.backend] if args.backend else BACKENDS:
+        log(f"backend {backend} ...")
+        # One process per backend: the Keras backend is fixed at import.
+        result = subprocess.run(
+            [sys.executable, __file__, "--worker", "--repeats", str(args.repeats)],
+            env={**os.environ, "KERAS_BACKEND": backend},
+            stdout=subprocess.PIPE,
+            check=True,
+            text=True,
+        )
+        rows += json.loads(result.stdout.strip().splitlines()[-1])
+    log(f"load average after: {os.getloadavg()}")
+    print(markdown(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
