@@ -35,12 +35,15 @@ How to run
     python benchmarks/quantizer.py                     # all backends, one process each
     python benchmarks/quantizer.py --backend jax       # one backend (or numpy: the floor)
     python benchmarks/quantizer.py --repeats 3 --shapes small --json results.json
+    python benchmarks/quantizer.py --backend numpy --floor-env OPENBLAS_CORETYPE=Haswell
+    python benchmarks/quantizer.py --threads 1   # single-threaded, robust on a busy machine
 
 The Markdown tables go to stdout, progress to stderr. The machine should be otherwise
 idle: the script prints the load average before and after.
 """
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -49,6 +52,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 BACKENDS = ("tensorflow", "jax", "torch")
 SHAPES = {
@@ -66,24 +71,39 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def median_ms(fn, repeats, warmup):
-    """Median wall time of `fn()` in ms after `warmup` untimed calls; also the first call's."""
+def time_ms(fn, repeats, warmup, references=None):
+    """Wall times in ms of `fn()`: median and min of `repeats` calls after `warmup` untimed ones
+    (the first one's time kept apart: it includes compilation).
+
+    `references` maps names to other functions: each timed call of `fn` is followed by a timed
+    call of each of them, so all see the same load from other processes; their median and
+    min come back as `<name>_ms` and `<name>_min_ms`.
+    """
+    references = references or {}
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
     for _ in range(max(warmup - 1, 0)):
         fn()
-    times = []
+    for reference in references.values():
+        for _ in range(warmup):
+            reference()
+    times = {name: [] for name in ("", *references)}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times), 1e3 * first
+        for name, function in (("", fn), *references.items()):
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    result = {}
+    for name, values in times.items():
+        prefix = f"{name}_" if name else ""
+        result[f"{prefix}ms"] = 1e3 * statistics.median(values)
+        result[f"{prefix}min_ms"] = 1e3 * min(values)
+    result["first_call_ms"] = 1e3 * first
+    return result
 
 
 def make_input(shape, seed=0):
-    import numpy as np
-
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
@@ -96,8 +116,6 @@ def openblas_info():
         import ctypes
         import glob
 
-        import numpy as np
-
         libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*.so*"))
         lib = ctypes.CDLL(libs[0])
         for prefix in ("scipy_openblas_", "openblas_"):
@@ -108,7 +126,7 @@ def openblas_info():
                     func.restype = ctypes.c_char_p
                     threads = getattr(lib, f"{prefix}get_num_threads{suffix}")()
                     return {"corename": func().decode(), "threads": threads}
-    except Exception:  # noqa: BLE001 - diagnostics only
+    except Exception:  # diagnostics only
         pass
     return None
 
@@ -123,17 +141,38 @@ def numpy_nearest(flat, codebook):
     return distances.argmin(axis=1)
 
 
-def run_numpy(args):
-    import numpy as np
+def numpy_nearest_inplace(flat, codebook, buffer):
+    """A tighter floor: the same search in one preallocated (N, K) buffer, ||x||^2 left out
+    (it does not change the argmin). The plain floor allocates four (N, K) temporaries per
+    call, and on a VM zeroing their fresh pages can take more time than the arithmetic."""
+    np.matmul(flat, codebook.T, out=buffer)
+    buffer *= -2.0
+    buffer += (codebook * codebook).sum(axis=1)
+    return buffer.argmin(axis=1)
 
+
+def floor_functions(flat, codebook):
+    """The two NumPy references for one batch of vectors, checked to agree."""
+    buffer = np.empty((flat.shape[0], codebook.shape[0]), dtype=np.float32)
+    assert (numpy_nearest(flat, codebook) == numpy_nearest_inplace(flat, codebook, buffer)).all()
+    return {
+        "floor": lambda: numpy_nearest(flat, codebook),
+        "inplace_floor": lambda: numpy_nearest_inplace(flat, codebook, buffer),
+    }
+
+
+def run_numpy(args):
     codebook = make_input((NUM_EMBEDDINGS, EMBEDDING_DIM), seed=1)
     results = []
     for shape_name in args.shapes:
         flat = make_input(SHAPES[shape_name]).reshape(-1, EMBEDDING_DIM)
-        assert numpy_nearest(flat, codebook).dtype.kind == "i"
-        ms, _ = median_ms(lambda f=flat: numpy_nearest(f, codebook), args.repeats, args.warmup)
-        results.append({"shape": shape_name, "ms": ms})
-        log(f"  numpy floor {shape_name}: {ms:.2f} ms")
+        floors = floor_functions(flat, codebook)
+        timing = time_ms(floors["floor"], args.repeats, args.warmup)
+        del timing["first_call_ms"]
+        inplace = time_ms(floors["inplace_floor"], args.repeats, args.warmup)
+        timing.update(inplace_ms=inplace["ms"], inplace_min_ms=inplace["min_ms"])
+        results.append({"shape": shape_name, **timing})
+        log(f"  numpy floor {shape_name}: {timing['ms']:.2f} ms, in place {inplace['ms']:.2f} ms")
     env = {name: os.environ.get(name) for name in OPENBLAS_VARS}
     return {"numpy": np.__version__, "openblas": openblas_info(), "env": env, "results": results}
 
@@ -239,16 +278,26 @@ def run_backend(args):
         raise SystemExit(
             f"keras was imported with backend {keras.config.backend()!r}, not {args.backend!r}"
         )
+    if args.threads is not None and args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     steps = {"tensorflow": tensorflow_steps, "jax": jax_steps, "torch": torch_steps}[args.backend]
+    codebook = make_input((NUM_EMBEDDINGS, EMBEDDING_DIM), seed=1)
     results = []
     for quantizer in QUANTIZERS:
         for shape_name in args.shapes:
             x_np = make_input(SHAPES[shape_name])
-            keras.utils.set_random_seed(0)
+            floors = floor_functions(x_np.reshape(-1, EMBEDDING_DIM), codebook)
             for mode, run in steps(make_layer(quantizer), x_np, args):
                 try:
-                    ms, first_ms = median_ms(run, args.repeats, args.warmup)
-                except Exception as error:  # noqa: BLE001 - report and go on
+                    timing = time_ms(run, args.repeats, args.warmup, references=floors)
+                except Exception as error:  # report the failure and go on
                     log(f"  {quantizer} {shape_name} {mode}: FAILED {type(error).__name__}")
                     results.append(
                         {
@@ -260,21 +309,35 @@ def run_backend(args):
                     )
                     continue
                 log(
-                    f"  {quantizer} {shape_name} {mode}: {ms:.2f} ms (first call {first_ms:.0f} ms)"
+                    f"  {quantizer} {shape_name} {mode}: {timing['ms']:.2f} ms, interleaved"
+                    f" floor {timing['floor_ms']:.2f} ms, in-place floor"
+                    f" {timing['inplace_floor_ms']:.2f} ms (first call {timing['first_call_ms']:.0f} ms)"
                 )
                 results.append(
-                    {
-                        "quantizer": quantizer,
-                        "shape": shape_name,
-                        "mode": mode,
-                        "ms": ms,
-                        "first_call_ms": first_ms,
-                    }
+                    {"quantizer": quantizer, "shape": shape_name, "mode": mode, **timing}
                 )
-    return {"keras": keras.__version__, "results": results}
+    module = importlib.import_module(args.backend)
+    info = {"keras": keras.__version__, args.backend: module.__version__}
+    if args.backend == "torch":
+        info["torch_threads"] = module.get_num_threads()
+    return {**info, "results": results}
 
 
 # --------------------------------------------------------------------------- driver
+
+
+def thread_env(threads):
+    """Environment that caps NumPy/OpenBLAS, OpenMP (torch) and XLA (jax, tf jit) threads."""
+    if threads is None:
+        return {}
+    eigen = "false" if threads == 1 else "true"
+    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip(),
+    }
 
 
 def spawn(worker, args, env):
@@ -298,6 +361,9 @@ def spawn(worker, args, env):
         ]
         if args.torch_compile:
             command.append("--torch-compile")
+        if args.threads is not None:
+            command += ["--threads", str(args.threads)]
+            env = {**env, **thread_env(args.threads)}
         if worker in BACKENDS:
             env = {**env, "KERAS_BACKEND": worker}
         completed = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)
@@ -330,71 +396,90 @@ def shape_label(shape_name):
 
 
 def markdown(report):
-    floors = {row["shape"]: row["ms"] for row in report["numpy_floor"]["as_given"]["results"]}
+    given = report["numpy_floor"]["as_given"] or {"results": [], "env": {}}
     best = best_rows(report["backends"])
-    given_env = report["numpy_floor"]["as_given"]["env"]
-    env_text = ", ".join(f"{k}={v}" for k, v in given_env.items() if v) or "neither set"
+    env_text = ", ".join(f"{k}={v}" for k, v in given["env"].items() if v) or "neither set"
+    versions = {"numpy": given.get("numpy")}
+    for backend_report in report["backends"].values():
+        versions.update({k: v for k, v in (backend_report or {}).items() if k != "results"})
+    machine = report["machine"]
     lines = [
-        f"NumPy floor measured with the OpenBLAS environment as given ({env_text}).",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in versions.items())}. "
+        f"{machine['cpu_count']} CPUs, load average before {machine['load_before'][0]:.2f}, "
+        f"after {machine['load_after'][0]:.2f}. Times: median of {report['repeats']} steps "
+        f"after {report['warmup']} warm-up steps. Threads: "
+        f"{report['threads'] or 'each library default'}. NumPy floor: timed alternately with the "
+        f"step in the same process (same load), OpenBLAS environment as given ({env_text}); "
+        "the ratio is step / floor. In-place floor: the same search in one preallocated "
+        "buffer (no page zeroing of fresh temporaries), a tighter reference.",
         "",
-        "| backend | quantizer | shape | mode | ms | NumPy floor ms | ratio |",
-        "|---|---|---|---|---:|---:|---:|",
+        "| backend | quantizer | shape | mode | ms | NumPy floor ms | ratio "
+        "| in-place floor ms | ratio to it |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for (backend, quantizer, shape_name), row in best.items():
-        floor = floors.get(shape_name)
-        ratio = f"{row['ms'] / floor:.2f}" if floor else "n/a"
-        floor_text = f"{floor:.2f}" if floor else "n/a"
         lines.append(
             f"| {backend} | {quantizer} | {shape_label(shape_name)} | {row['mode']} "
-            f"| {row['ms']:.2f} | {floor_text} | {ratio} |"
+            f"| {row['ms']:.2f} | {row['floor_ms']:.2f} | {row['ms'] / row['floor_ms']:.2f} "
+            f"| {row['inplace_floor_ms']:.2f} | {row['ms'] / row['inplace_floor_ms']:.2f} |"
         )
 
     lines += [
         "",
-        "All modes tried:",
+        "All modes tried (ratio of medians; min over the repeats beside them):",
         "",
-        "| backend | quantizer | shape | mode | ms | first call ms |",
-        "|---|---|---|---|---:|---:|",
+        "| backend | quantizer | shape | mode | ms | min ms | floor ms | floor min ms | ratio "
+        "| in-place floor ms | first call ms |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for backend, backend_report in report["backends"].items():
         if backend_report is None:
-            lines.append(f"| {backend} | worker failed | | | | |")
+            lines.append(f"| {backend} | worker failed | | | | | | | | | |")
             continue
         for row in backend_report["results"]:
-            ms = f"{row['ms']:.2f}" if "ms" in row else f"failed: {row['error'][:60]}"
-            first = f"{row['first_call_ms']:.0f}" if "ms" in row else ""
+            head = f"| {backend} | {row['quantizer']} | {row['shape']} | {row['mode']} "
+            if "ms" not in row:
+                lines.append(head + f"| failed: {row['error'][:60]} | | | | | | |")
+                continue
             lines.append(
-                f"| {backend} | {row['quantizer']} | {row['shape']} | {row['mode']} "
-                f"| {ms} | {first} |"
+                head + f"| {row['ms']:.2f} | {row['min_ms']:.2f} | {row['floor_ms']:.2f} "
+                f"| {row['floor_min_ms']:.2f} | {row['ms'] / row['floor_ms']:.2f} "
+                f"| {row['inplace_floor_ms']:.2f} | {row['first_call_ms']:.0f} |"
             )
 
     lines += [
         "",
-        "NumPy floor by OpenBLAS environment:",
+        "NumPy floor alone (own process) by OpenBLAS environment:",
         "",
-        "| environment | OpenBLAS core | shape | ms |",
-        "|---|---|---|---:|",
+        "| environment | OpenBLAS core | shape | ms | min ms | in-place ms | in-place min ms |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for label, floor_report in report["numpy_floor"].items():
         if floor_report is None:
+            lines.append(f"| {label} | worker failed | | | | | |")
             continue
         core = (floor_report.get("openblas") or {}).get("corename", "?")
         for row in floor_report["results"]:
-            lines.append(f"| {label} | {core} | {row['shape']} | {row['ms']:.2f} |")
+            lines.append(
+                f"| {label} | {core} | {row['shape']} | {row['ms']:.2f} | {row['min_ms']:.2f} "
+                f"| {row['inplace_ms']:.2f} | {row['inplace_min_ms']:.2f} |"
+            )
 
-    lines += ["", "Fastest backend per shape (best quantizer step over the floor):", ""]
+    if best:
+        lines += ["", "Fastest backend per shape and quantizer (step time over the floor):", ""]
     for shape_name in report["shapes"]:
         for quantizer in QUANTIZERS:
-            rows = [r for (b, q, s), r in best.items() if q == quantizer and s == shape_name]
-            if not rows or shape_name not in floors:
+            rows = [r for (_, q, s), r in best.items() if q == quantizer and s == shape_name]
+            if not rows:
                 continue
             fastest = min(rows, key=lambda r: r["ms"])
-            ratio = fastest["ms"] / floors[shape_name]
+            ratio = fastest["ms"] / fastest["floor_ms"]
             verdict = "meets" if ratio <= TARGET_RATIO else "misses"
             lines.append(
                 f"- {shape_name}, {quantizer}: {fastest['backend']} ({fastest['mode']}) "
                 f"{fastest['ms']:.2f} ms, {ratio:.2f}x the floor: {verdict} the "
-                f"{TARGET_RATIO:g}x target"
+                f"{TARGET_RATIO:g}x target ({fastest['ms'] / fastest['inplace_floor_ms']:.2f}x "
+                "the in-place floor)"
             )
     return "\n".join(lines)
 
@@ -407,6 +492,19 @@ def main(argv=None):
     parser.add_argument("--shapes", nargs="+", choices=tuple(SHAPES), default=list(SHAPES))
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--torch-compile", action="store_true", help="also try torch.compile")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="cap the threads of every library (default: each library's own choice); "
+        "1 makes the figures far less sensitive to other processes on a busy machine",
+    )
+    parser.add_argument(
+        "--floor-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also time the NumPy floor with this variable set, e.g. OPENBLAS_CORETYPE=Haswell",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -424,6 +522,7 @@ def main(argv=None):
     report = {
         "shapes": args.shapes,
         "repeats": args.repeats,
+        "threads": args.threads,
         "warmup": args.warmup,
         "machine": {
             "platform": platform.platform(),
@@ -439,6 +538,10 @@ def main(argv=None):
     log("numpy floor, env -u " + " -u ".join(OPENBLAS_VARS))
     clean = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
     report["numpy_floor"]["env -u OPENBLAS_*"] = spawn("numpy", args, clean)
+    for setting in args.floor_env:
+        name, _, value = setting.partition("=")
+        log(f"numpy floor, {name}={value}")
+        report["numpy_floor"][setting] = spawn("numpy", args, {**clean, name: value})
     for backend in backends:
         log(f"{backend}")
         report["backends"][backend] = spawn(backend, args, dict(os.environ))
