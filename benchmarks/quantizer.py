@@ -14,32 +14,42 @@ with respect to the input and the trainable weights (the EMA quantizer has none;
 codebook update runs in the forward pass). Each backend compiles the step where it can:
 
 - tensorflow: `tf.function` with `GradientTape`, timed with `jit_compile=False` and
-  `jit_compile=True`; the faster is kept (both are listed);
+  `jit_compile=True`; the faster is kept in the main table (both are listed);
 - jax: `jax.jit` of a stateless step, `layer.stateless_call` under
   `jax.value_and_grad`, the updated non-trainable state fed back every step;
-- torch: eager `torch.autograd.grad` (`--torch-compile` adds a `torch.compile` try).
+- torch: eager `torch.autograd.grad` (`--torch-compile` adds a `torch.compile` try; it
+  compiles for 10-20 s per case).
 
 Every timing is the median of `--repeats` steps after `--warmup` untimed ones (the
 first of which compiles), each step waited for until its results are ready.
 
-Beside it, the NumPy floor: the float32 distances ||x||^2 - 2 x.e + ||e||^2 (one matmul)
-and their argmin for the same shapes, i.e. the nearest-code search alone, forward only.
-The ratio is quantizer step time / floor. The target of the issue: within 3x of the floor
-on the fastest backend. The floor is measured with the OpenBLAS environment as given
-(this is the one the ratios use) and once more with OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE removed, like `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`, since
-a forced core type can slow NumPy down.
+The reference is the NumPy floor: the float32 distances ||x||^2 - 2 x.e + ||e||^2 (one
+matmul) and their argmin for the same shapes, i.e. the nearest-code search alone, forward
+only. The ratio is quantizer step time / floor; the target of the issue is within 3x of
+the floor on the fastest backend. Each floor call is timed right after each step, in the
+same process, so that both see the same load from other processes. Beside it, an in-place
+floor: the same search written into one preallocated buffer, without ||x||^2 (the argmin
+does not change). The plain floor allocates four (N, K) temporaries per call, 2 GB for the
+large shape, and zeroing their fresh pages makes it slow and erratic; the in-place floor is
+the tighter, steadier reference.
+
+The floor is also timed alone, once with the OpenBLAS environment as given, once with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (like `env -u OPENBLAS_CORETYPE -u
+OPENBLAS_L2_SIZE`: a forced core type can slow NumPy down) and once per `--floor-env`.
+The ratios use the environment as given.
 
 How to run
 ----------
     python benchmarks/quantizer.py                     # all backends, one process each
     python benchmarks/quantizer.py --backend jax       # one backend (or numpy: the floor)
     python benchmarks/quantizer.py --repeats 3 --shapes small --json results.json
-    python benchmarks/quantizer.py --backend numpy --floor-env OPENBLAS_CORETYPE=Haswell
-    python benchmarks/quantizer.py --threads 1   # single-threaded, robust on a busy machine
+    python benchmarks/quantizer.py --floor-env OPENBLAS_CORETYPE=Haswell
+    python benchmarks/quantizer.py --threads 1   # single-threaded, steadier on a busy machine
 
-The Markdown tables go to stdout, progress to stderr. The machine should be otherwise
-idle: the script prints the load average before and after.
+Markdown tables go to stdout, progress to stderr. Run it on an otherwise idle machine: the
+load average before and after is printed. On a busy one, prefer `--threads 1`: a library
+that spreads a step over every core stalls whenever one core is taken (torch eager was
+seen 10x slower with 2 threads on 2 busy cores).
 """
 
 import argparse
@@ -144,7 +154,7 @@ def numpy_nearest(flat, codebook):
 def numpy_nearest_inplace(flat, codebook, buffer):
     """A tighter floor: the same search in one preallocated (N, K) buffer, ||x||^2 left out
     (it does not change the argmin). The plain floor allocates four (N, K) temporaries per
-    call, and on a VM zeroing their fresh pages can take more time than the arithmetic."""
+    call, and zeroing their fresh pages can take more time than the arithmetic."""
     np.matmul(flat, codebook.T, out=buffer)
     buffer *= -2.0
     buffer += (codebook * codebook).sum(axis=1)
