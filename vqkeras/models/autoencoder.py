@@ -71,15 +71,9 @@ class Autoencoder(AutoencoderModel):
         f = self.downsampling_factor
         return self.encoder.compute_output_shape((1, f, f, self.image_channels))[-1]
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        validation.check_image_batch(
-            keras.KerasTensor(input_shape), self.image_channels, self.downsampling_factor
-        )
+    def sublayer_build_shapes(self, input_shape):
         latent_shape = self.encoder.compute_output_shape(input_shape)
-        for layer, shape in ((self.encoder, input_shape), (self.decoder, latent_shape)):
-            if not layer.built:
-                layer.build(shape)
+        return [(self.encoder, input_shape), (self.decoder, latent_shape)]
 
     def compute_outputs(self, images, training=False):
         latents = self.encoder(self.encoder_inputs(images), training=training)

@@ -52,6 +52,20 @@ class AutoencoderModel(LossTermsModel):
     def call(self, images, training=None):
         return self.compute_outputs(images, training=training)["reconstruction"]
 
+    def sublayer_build_shapes(self, input_shape):
+        """The `(layer, input_shape)` pairs that build the family's sublayers,
+        in order, for images of `input_shape`."""
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        validation.check_image_batch(
+            keras.KerasTensor(input_shape), self.image_channels, self.downsampling_factor
+        )
+        for layer, shape in self.sublayer_build_shapes(input_shape):
+            if not layer.built:
+                layer.build(shape)
+
     def build_for(self, images):
         """Builds the model for a batch like `images`, if not built yet."""
         if not self.built:

@@ -1,7 +1,6 @@
 import keras
 from keras import ops
 
-from vqkeras import validation
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from vqkeras.metrics import CodebookPerplexity, CodebookUsage
 from vqkeras.models.autoencoder_model import AutoencoderModel
@@ -101,19 +100,13 @@ class RQVAE(AutoencoderModel):
     def depth(self):
         return self.quantizer.depth
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        validation.check_image_batch(
-            keras.KerasTensor(input_shape), self.image_channels, self.downsampling_factor
-        )
+    def sublayer_build_shapes(self, input_shape):
         latent_shape = self.encoder.compute_output_shape(input_shape)
-        for layer, shape in (
+        return [
             (self.encoder, input_shape),
             (self.quantizer, latent_shape),
             (self.decoder, latent_shape),
-        ):
-            if not layer.built:
-                layer.build(shape)
+        ]
 
     def compute_outputs(self, images, training=False):
         latents = self.encoder(self.encoder_inputs(images), training=training)

@@ -123,20 +123,14 @@ class VAE(AutoencoderModel):
         """D, the channels of the latent grid (half the encoder's outputs)."""
         return self._posterior_channels() // 2
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        validation.check_image_batch(
-            keras.KerasTensor(input_shape), self.image_channels, self.downsampling_factor
-        )
+    def sublayer_build_shapes(self, input_shape):
         posterior_shape = self.encoder.compute_output_shape(input_shape)
         latent_shape = (*posterior_shape[:-1], self.latent_dim)
-        for layer, shape in (
+        return [
             (self.encoder, input_shape),
             (self.sampler, posterior_shape),
             (self.decoder, latent_shape),
-        ):
-            if not layer.built:
-                layer.build(shape)
+        ]
 
     def compute_outputs(self, images, training=False):
         posterior = self.encoder(self.encoder_inputs(images), training=training)

@@ -1,7 +1,6 @@
 import keras
 from keras import layers, ops
 
-from vqkeras import validation
 from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
 from vqkeras.layers.sub_pixel_upsampling import SubPixelUpsampling
 from vqkeras.metrics import CodebookPerplexity, CodebookUsage
@@ -179,11 +178,7 @@ class VQVAE2(AutoencoderModel):
         """Factor from the images to the top grid."""
         return self.bottom_encoder.downsampling_factor * self.top_encoder.downsampling_factor
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        validation.check_image_batch(
-            keras.KerasTensor(input_shape), self.image_channels, self.downsampling_factor
-        )
+    def sublayer_build_shapes(self, input_shape):
         features = self.bottom_encoder.compute_output_shape(input_shape)
         top = self.top_encoder.compute_output_shape(features)
         conditioning = self.top_decoder.compute_output_shape(top)
@@ -201,9 +196,7 @@ class VQVAE2(AutoencoderModel):
             steps.append((upsampling, shape))
             shape = upsampling.compute_output_shape(shape)
         steps.append((self.decoder, bottom[:-1] + (shape[-1] + bottom[-1],)))
-        for layer, shape in steps:
-            if not layer.built:
-                layer.build(shape)
+        return steps
 
     def _quantize(self, images, training):
         """Both quantizer outputs, top first: the bottom codes depend on the top."""
