@@ -3,17 +3,20 @@ from keras import ops
 
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from vqkeras.metrics import CodebookPerplexity, CodebookUsage
-from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.models.vqvae import VQVAE
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class RQVAE(AutoencoderModel):
+class RQVAE(VQVAE):
     """RQ-VAE: encoder, residual vector quantizer, decoder.
 
     Each latent vector becomes a stack of `depth` codes, coarse to fine: the
     first k codes of every position decode to a coarser image, all of them
     to the full reconstruction. The training loss is the reconstruction MSE
-    plus the quantizer's loss terms, summed over the levels. Fit logs:
+    plus the quantizer's loss terms, summed over the levels. It is a `VQVAE`
+    whose quantizer stacks the levels: `encode_indices` returns int32 codes
+    `(B, h, w, depth)`, and `decode_indices` takes the first k <= depth of
+    them. Fit logs:
     `loss`, `reconstruction_loss`, [`codebook_loss`], `commitment_loss`, and
     per level l = 0..depth-1 the codebook `perplexity_l` and
     `codebook_usage_l` (fraction of the codes used) over the epoch.
@@ -51,78 +54,26 @@ class RQVAE(AutoencoderModel):
         Quantization", 2022.
     """
 
-    def __init__(self, encoder, decoder, quantizer, **kwargs):
+    @staticmethod
+    def _check_quantizer(quantizer):
         if not isinstance(quantizer, ResidualVectorQuantizer):
             raise TypeError(
                 f"`quantizer` must be a ResidualVectorQuantizer. Received: {type(quantizer).__name__}"
             )
-        for layer, attribute, role in (
-            (encoder, "downsampling_factor", "encoder"),
-            (decoder, "output_channels", "decoder"),
-        ):
-            if not isinstance(layer, keras.layers.Layer) or not hasattr(layer, attribute):
-                raise TypeError(
-                    f"`{role}` must be a Keras layer with a `{attribute}` attribute "
-                    f"(e.g. vqkeras.layers.Conv{role.capitalize()}). Received: {layer!r}"
-                )
-        latent_dim = getattr(encoder, "latent_dim", quantizer.embedding_dim)
-        if latent_dim != quantizer.embedding_dim:
-            raise ValueError(
-                f"The encoder's latent_dim ({latent_dim}) must equal the quantizer's "
-                f"embedding_dim ({quantizer.embedding_dim})."
-            )
-        super().__init__(loss_names=("reconstruction_loss", *quantizer.loss_names), **kwargs)
-        self.encoder = encoder
-        self.decoder = decoder
-        self.quantizer = quantizer
+
+    def _create_code_metrics(self):
         self.level_perplexities = [
-            CodebookPerplexity(quantizer.num_embeddings, name=f"perplexity_{level}")
-            for level in range(quantizer.depth)
+            CodebookPerplexity(self.num_embeddings, name=f"perplexity_{level}")
+            for level in range(self.depth)
         ]
         self.level_usages = [
-            CodebookUsage(quantizer.num_embeddings, name=f"codebook_usage_{level}")
-            for level in range(quantizer.depth)
+            CodebookUsage(self.num_embeddings, name=f"codebook_usage_{level}")
+            for level in range(self.depth)
         ]
-
-    @property
-    def image_channels(self):
-        return self.decoder.output_channels
-
-    @property
-    def downsampling_factor(self):
-        return self.encoder.downsampling_factor
-
-    @property
-    def num_embeddings(self):
-        return self.quantizer.num_embeddings
 
     @property
     def depth(self):
         return self.quantizer.depth
-
-    def sublayer_build_shapes(self, input_shape):
-        latent_shape = self.encoder.compute_output_shape(input_shape)
-        return [
-            (self.encoder, input_shape),
-            (self.quantizer, latent_shape),
-            (self.decoder, latent_shape),
-        ]
-
-    def compute_outputs(self, images, training=False):
-        latents = self.encoder(self.encoder_inputs(images), training=training)
-        quantized = self.quantizer(latents, training=training)
-        decoded = self.decoder(quantized["quantized"], training=training)
-        return {"reconstruction": self.decoder_outputs_to_images(decoded), **quantized}
-
-    def compute_loss_terms(self, images, outputs):
-        terms = {
-            "reconstruction_loss": ops.mean(
-                self.reconstruction_loss(images, outputs["reconstruction"])
-            )
-        }
-        for name in self.quantizer.loss_names:
-            terms[name] = ops.mean(outputs[name])
-        return terms
 
     @property
     def extra_metrics(self):
@@ -133,23 +84,6 @@ class RQVAE(AutoencoderModel):
             indices = outputs["indices"][..., level]
             self.level_perplexities[level].update_state(indices)
             self.level_usages[level].update_state(indices)
-
-    # -- images <-> latents <-> indices ---------------------------------------
-
-    def encode(self, images):
-        """Images to quantized latents `(B, h, w, D)` (all levels): what `decode` takes."""
-        self.build_for(images)
-        latents = self.encoder(self.encoder_inputs(images))
-        return self.quantizer(latents)["quantized"]
-
-    def decode(self, latents):
-        """Latents `(B, h, w, D)` to float32 images on the [0, 1] scale."""
-        return self.decoder_outputs_to_images(self.decoder(latents))
-
-    def encode_indices(self, images):
-        """Images to int32 code indices `(B, h, w, depth)`, coarse to fine."""
-        self.build_for(images)
-        return self.quantizer.nearest_indices(self.encoder(self.encoder_inputs(images)))
 
     def decode_indices(self, indices):
         """Int code indices `(B, h, w, k)` in [0, K), 1 <= k <= depth, to float32
@@ -162,20 +96,3 @@ class RQVAE(AutoencoderModel):
             )
         latents = self.quantizer.lookup(indices)
         return self.decode(ops.cast(latents, self.compute_dtype))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                name: keras.saving.serialize_keras_object(getattr(self, name))
-                for name in ("encoder", "decoder", "quantizer")
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for name in ("encoder", "decoder", "quantizer"):
-            config[name] = keras.saving.deserialize_keras_object(config[name])
-        return cls(**config)

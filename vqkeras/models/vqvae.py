@@ -50,11 +50,7 @@ class VQVAE(AutoencoderModel):
     """
 
     def __init__(self, encoder, decoder, quantizer, **kwargs):
-        if not isinstance(quantizer, BaseVectorQuantizer):
-            raise TypeError(
-                "`quantizer` must be a VectorQuantizer or EMAVectorQuantizer. "
-                f"Received: {type(quantizer).__name__}"
-            )
+        self._check_quantizer(quantizer)
         for layer, attribute, role in (
             (encoder, "downsampling_factor", "encoder"),
             (decoder, "output_channels", "decoder"),
@@ -74,8 +70,19 @@ class VQVAE(AutoencoderModel):
         self.encoder = encoder
         self.decoder = decoder
         self.quantizer = quantizer
-        self.perplexity = CodebookPerplexity(quantizer.num_embeddings)
-        self.codebook_usage = CodebookUsage(quantizer.num_embeddings)
+        self._create_code_metrics()
+
+    @staticmethod
+    def _check_quantizer(quantizer):
+        if not isinstance(quantizer, BaseVectorQuantizer):
+            raise TypeError(
+                "`quantizer` must be a VectorQuantizer or EMAVectorQuantizer. "
+                f"Received: {type(quantizer).__name__}"
+            )
+
+    def _create_code_metrics(self):
+        self.perplexity = CodebookPerplexity(self.num_embeddings)
+        self.codebook_usage = CodebookUsage(self.num_embeddings)
 
     @property
     def image_channels(self):
