@@ -3,18 +3,30 @@
 Runs on the TensorFlow, JAX and PyTorch backends (set KERAS_BACKEND).
 """
 
-from vqkeras import callbacks, layers, metrics, models, presets, samples, zoo
+from vqkeras import (
+    callbacks,
+    evaluation,
+    layers,
+    metrics,
+    models,
+    presets,
+    samples,
+    training,
+    zoo,
+)
 from vqkeras.presets import from_preset
 from vqkeras.version import __version__
 
 __all__ = [
     "__version__",
     "callbacks",
+    "evaluation",
     "from_preset",
     "layers",
     "metrics",
     "models",
     "presets",
     "samples",
+    "training",
     "zoo",
 ]

@@ -1,0 +1,222 @@
+"""Resumable training runs: what the zoo recipes and `vqkeras train` share.
+
+`fit_resumable(model, x, out_dir, ...)` wraps `model.fit` so that a run can be
+interrupted and continued by running the same command again. It writes to
+`out_dir`:
+
+    training_log.csv     per-epoch metrics (`keras.callbacks.CSVLogger`)
+    timing.json          per-epoch wall time and training throughput
+    checkpoints/         one weights file per epoch (`epoch_NNN.weights.h5`)
+    backup/              `keras.callbacks.BackupAndRestore` state, kept at the
+                         end so that rerunning a finished run trains no further
+
+Training restarts from the last completed epoch: weights, EMA codebook state
+and optimizer state (including a learning-rate schedule's step).
+"""
+
+import json
+import math
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+
+from vqkeras.file_io import write_json_atomic
+
+
+def load_npz_splits(path, image_shape, validation_size, limit_train=None):
+    """Reads an .npz in the layout of `keras.datasets.*.load_data()`.
+
+    Args:
+        path: the .npz file (`x_train`, `y_train`, `x_test`, `y_test`).
+        image_shape: expected `(height, width, channels)`; grayscale arrays of
+            rank 3 get a channel axis.
+        validation_size: the last this many training images are held out.
+        limit_train: keep only the first this many training images.
+
+    Returns:
+        A dict of uint8 NHWC images and int32 labels: `x_train`, `y_train`,
+        `x_val`, `y_val`, `x_test`, `y_test`.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(data.files)
+        if missing:
+            raise ValueError(
+                f"{path}: expected the keras.datasets layout (x_train, y_train, x_test, "
+                f"y_test). Missing: {sorted(missing)}."
+            )
+        arrays = {name: data[name] for name in ("x_train", "y_train", "x_test", "y_test")}
+    for name in ("x_train", "x_test"):
+        x = arrays[name]
+        if x.ndim == 3 and image_shape[-1] == 1:
+            x = arrays[name] = x[..., None]
+        if x.dtype != np.uint8 or x.shape[1:] != tuple(image_shape):
+            raise ValueError(
+                f"{path}: expected {name} as uint8 of shape (N, {', '.join(map(str, image_shape))})."
+                f" Received dtype={x.dtype}, shape={x.shape}."
+            )
+    for name in ("y_train", "y_test"):
+        arrays[name] = arrays[name].reshape(-1).astype("int32")
+    if len(arrays["x_train"]) <= validation_size:
+        raise ValueError(f"{path}: x_train needs more than {validation_size} images.")
+    split = len(arrays["x_train"]) - validation_size
+    end = split if limit_train is None else min(split, limit_train)
+    return {
+        "x_train": arrays["x_train"][:end],
+        "y_train": arrays["y_train"][:end],
+        "x_val": arrays["x_train"][split:],
+        "y_val": arrays["y_train"][split:],
+        "x_test": arrays["x_test"],
+        "y_test": arrays["y_test"],
+    }
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's wall time and training throughput in a JSON file.
+
+    Training time runs from the start of an epoch to the end of its last
+    training batch, so validation is not counted (the first epoch includes
+    tracing). Entries are keyed by epoch and kept in `path` across
+    interruptions; a redone epoch replaces its entry.
+    """
+
+    def __init__(self, path, num_train_images, resume):
+        super().__init__()
+        self.path = path
+        self.num_train_images = num_train_images
+        self.epochs = {}
+        if resume and os.path.exists(path):
+            with open(path) as f:
+                self.epochs = json.load(f)["epochs"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        train_time = self._last_batch_end - self._start
+        self.epochs[str(epoch + 1)] = {
+            "train_time_s": train_time,
+            "epoch_time_s": time.perf_counter() - self._start,
+            "train_images": self.num_train_images,
+            "images_per_second": self.num_train_images / train_time,
+        }
+        write_json_atomic(self.path, {"epochs": self.epochs}, overwrite=True)
+
+    def summary(self):
+        """Total times and the median throughput over the recorded epochs."""
+        entries = list(self.epochs.values())
+        if not entries:
+            return {}
+        rates = [e["images_per_second"] for e in entries]
+        return {
+            "epochs": len(entries),
+            "training_time_s": sum(e["epoch_time_s"] for e in entries),
+            "training_time_without_validation_s": sum(e["train_time_s"] for e in entries),
+            "images_per_second": statistics.median(rates),
+            "images_per_second_per_epoch": rates,
+        }
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after the epoch that passes `minutes` of training time
+    in this session (None: no limit)."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.seconds is not None and time.perf_counter() - self._start > self.seconds:
+            self.model.stop_training = True
+
+
+def completed_epochs(out_dir):
+    """How many epochs `training_log.csv` in `out_dir` records (0 without one)."""
+    path = os.path.join(out_dir, "training_log.csv")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)  # minus the header
+
+
+def is_resuming(out_dir):
+    """Whether `out_dir` holds the backup of an earlier run of `fit_resumable`."""
+    return os.path.exists(os.path.join(out_dir, "backup", "training_metadata.json"))
+
+
+def fit_resumable(
+    model,
+    x,
+    out_dir,
+    *,
+    epochs,
+    batch_size,
+    y=None,
+    validation_data=None,
+    time_limit_minutes=None,
+    callbacks=(),
+    verbose=2,
+):
+    """`model.fit` with logs, per-epoch checkpoints and resumption (see the
+    module docstring).
+
+    The model must be built and compiled first, so that the backup has
+    variables to restore into.
+
+    Returns:
+        `(history, timer)`: the `History` of this session and the
+        `EpochTimer`, whose `summary()` covers every epoch of the run.
+    """
+    if not (model.built and model.compiled):
+        raise ValueError(
+            f"fit_resumable needs a built and compiled model; received {model.name!r} with "
+            f"built={model.built}, compiled={model.compiled}."
+        )
+    resume = is_resuming(out_dir)
+    checkpoint_dir = os.path.join(out_dir, "checkpoints")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    timer = EpochTimer(os.path.join(out_dir, "timing.json"), len(x), resume)
+    all_callbacks = [
+        timer,
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "training_log.csv"), append=resume),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoint_dir, "epoch_{epoch:03d}.weights.h5"), save_weights_only=True
+        ),
+        TimeLimit(time_limit_minutes),
+        *callbacks,
+        # Last, so that a backup exists only for epochs already logged.
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), delete_checkpoint=False),
+    ]
+    history = model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
+    return history, timer
+
+
+def sample_check(model, sample_name):
+    """The PSNR of `model` on a sample shipped in `vqkeras.samples`, and the
+    floor (0.5 dB below, rounded down) that the test suite holds the preset to."""
+    from vqkeras import samples
+    from vqkeras.evaluation import evaluate_reconstructions
+
+    images, _ = samples.load(sample_name)
+    psnr = evaluate_reconstructions(model, images)["psnr_db"]
+    return {
+        "sample": sample_name,
+        "psnr_db": round(psnr, 2),
+        "psnr_floor_db": math.floor(psnr - 0.5),
+    }
