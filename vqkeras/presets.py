@@ -63,6 +63,18 @@ def _describe(model):
     return description
 
 
+def _without_optimizer(model):
+    """The model itself if uncompiled, else an uncompiled copy with its weights:
+    a compiled model's weights file also holds the optimizer state (twice the
+    weights again for Adam), which a preset does not need."""
+    if not model.compiled:
+        return model
+    copy = type(model).from_config(model.get_config())
+    copy.build_from_config(model.get_build_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def save_to_preset(model, directory, metadata=None, overwrite=False):
     """Saves a built model as a preset folder (see the module docstring).
 
@@ -93,7 +105,7 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
             os.path.join(staging, CONFIG_FILE), keras.saving.serialize_keras_object(model)
         )
         weights = os.path.join(staging, WEIGHTS_FILE)
-        model.save_weights(weights)
+        _without_optimizer(model).save_weights(weights)
         full_metadata = {
             **_describe(model),
             **(metadata or {}),
