@@ -22,6 +22,16 @@ def ssim_per_image(images, reconstructions):
     ).numpy()
 
 
+def encode_indices(model, images, batch_size=500):
+    """`model.encode_indices` over `images` in batches, as one int32 NumPy array."""
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model.encode_indices(batch))
+            for batch in _batches(images, batch_size)
+        ]
+    ).astype("int32")
+
+
 def evaluate_reconstructions(model, images, batch_size=500):
     """Reconstruction metrics, plus code statistics for discrete models.
 
@@ -57,12 +67,7 @@ def evaluate_reconstructions(model, images, batch_size=500):
         "ssim": float(np.mean(ssim_per_image(target, reconstructions))),
     }
     if hasattr(model, "encode_indices"):
-        indices = np.concatenate(
-            [
-                keras.ops.convert_to_numpy(model.encode_indices(batch))
-                for batch in _batches(images, batch_size)
-            ]
-        )
+        indices = encode_indices(model, images, batch_size)
         counts = np.bincount(indices.ravel(), minlength=model.num_embeddings)
         probs = counts[counts > 0] / counts.sum()
         metrics.update(
@@ -76,3 +81,53 @@ def evaluate_reconstructions(model, images, batch_size=500):
             }
         )
     return metrics
+
+
+def evaluate_prior(prior, codes, labels=None, batch_size=500):
+    """Negative log-likelihood of code grids under a `PixelCNNPrior`.
+
+    Returns:
+        A dict: `grids`; `nll_nats_per_code` (mean cross-entropy of each code
+        given the codes before it in raster order, and the label for a
+        class-conditional prior); `bits_per_dim` (a whole grid's NLL in bits
+        over the pixel values of an image) when the prior knows its
+        `image_size`.
+    """
+    if not prior.compiled:  # a loaded preset: evaluate needs no optimizer
+        prior.compile()
+    results = prior.evaluate(codes, labels, batch_size=batch_size, verbose=0, return_dict=True)
+    metrics = {"grids": len(codes), "nll_nats_per_code": float(results["nll"])}
+    if "bits_per_dim" in results:
+        metrics["bits_per_dim"] = float(results["bits_per_dim"])
+    return metrics
+
+
+def conditional_sample_agreement(
+    prior, vqvae, classifier, samples_per_class=100, seed=0, temperature=1.0
+):
+    """Does a class-conditional prior draw the class it is asked for?
+
+    Samples `samples_per_class` code grids for each class, decodes them with
+    `vqvae`, and classifies the images (clipped to [0, 1]) with `classifier`,
+    a model trained on real images that returns class scores.
+
+    Returns:
+        A dict: `samples`, `agreement` (fraction classified as the requested
+        class), `agreement_per_class`, `seed`, `temperature`.
+    """
+    if not prior.num_classes:
+        raise ValueError(f"{prior.name!r} is not class-conditional (num_classes=None).")
+    labels = np.repeat(np.arange(prior.num_classes), samples_per_class).astype("int32")
+    codes = prior.sample(len(labels), labels=labels, temperature=temperature, seed=seed)
+    images = np.clip(keras.ops.convert_to_numpy(vqvae.decode_indices(codes)), 0.0, 1.0)
+    predicted = np.argmax(classifier.predict(images, verbose=0), axis=-1)
+    hits = predicted == labels
+    return {
+        "samples": len(labels),
+        "agreement": float(np.mean(hits)),
+        "agreement_per_class": [
+            float(np.mean(hits[labels == c])) for c in range(prior.num_classes)
+        ],
+        "seed": seed,
+        "temperature": temperature,
+    }
