@@ -10,6 +10,7 @@ from conftest import blob_images, small_vqvae, to_numpy
 import vqkeras
 from vqkeras import presets
 from vqkeras.evaluation import encode_indices, evaluate_prior, evaluate_reconstructions
+from vqkeras.file_io import current_umask
 from vqkeras.models import VQVAE
 
 
@@ -26,6 +27,7 @@ def saved_preset(tmp_path):
 def test_round_trip_and_metadata(saved_preset):
     model, images, directory = saved_preset
     assert sorted(os.listdir(directory)) == ["config.json", "metadata.json", "model.weights.h5"]
+    assert os.stat(directory).st_mode & 0o777 == 0o777 & ~current_umask()
     loaded = vqkeras.from_preset(directory)
     assert isinstance(loaded, VQVAE)
     np.testing.assert_allclose(

@@ -5,6 +5,13 @@ import os
 import tempfile
 
 
+def current_umask():
+    """The process umask (reading it means setting it, so set it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write_atomic(path, write, overwrite=False, mode="w"):
     """Writes `path` through a temporary file in the same folder and a rename.
 
@@ -24,9 +31,7 @@ def write_atomic(path, write, overwrite=False, mode="w"):
         with os.fdopen(fd, mode) as f:
             write(f)
         # mkstemp makes the file private (0600); give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

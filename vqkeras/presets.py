@@ -24,7 +24,7 @@ import tempfile
 
 import keras
 
-from vqkeras.file_io import write_json_atomic
+from vqkeras.file_io import current_umask, write_json_atomic
 from vqkeras.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -112,6 +112,8 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
             "weights_sha256": sha256_of(weights),
         }
         write_json_atomic(os.path.join(staging, METADATA_FILE), full_metadata)
+        # mkdtemp makes the folder private (0700); give it the usual permissions.
+        os.chmod(staging, 0o777 & ~current_umask())
         if os.path.exists(directory):
             shutil.rmtree(directory)
         os.replace(staging, directory)
