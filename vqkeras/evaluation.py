@@ -23,13 +23,30 @@ def ssim_per_image(images, reconstructions):
 
 
 def encode_indices(model, images, batch_size=500):
-    """`model.encode_indices` over `images` in batches, as one int32 NumPy array."""
-    return np.concatenate(
-        [
-            keras.ops.convert_to_numpy(model.encode_indices(batch))
-            for batch in _batches(images, batch_size)
-        ]
-    ).astype("int32")
+    """`model.encode_indices` over `images` in batches, as one int32 NumPy
+    array (a dict of them for a model with several grids, like `VQVAE2`)."""
+    batches = [model.encode_indices(batch) for batch in _batches(images, batch_size)]
+    if isinstance(batches[0], dict):
+        return {
+            level: np.concatenate([keras.ops.convert_to_numpy(b[level]) for b in batches]).astype(
+                "int32"
+            )
+            for level in batches[0]
+        }
+    return np.concatenate([keras.ops.convert_to_numpy(b) for b in batches]).astype("int32")
+
+
+def code_statistics(indices, num_embeddings):
+    """Usage and perplexity of a codebook over int `indices` (any shape but
+    the batch axis first), and the size of the codes per image in bits."""
+    counts = np.bincount(indices.ravel(), minlength=num_embeddings)
+    probs = counts[counts > 0] / counts.sum()
+    return {
+        "codebook_usage": float(np.mean(counts > 0)),
+        "perplexity": float(np.exp(-np.sum(probs * np.log(probs)))),
+        "latent_grid": list(indices.shape[1:]),
+        "bits_per_image": float(math.prod(indices.shape[1:]) * math.log2(num_embeddings)),
+    }
 
 
 def evaluate_reconstructions(model, images, batch_size=500):
@@ -50,7 +67,9 @@ def evaluate_reconstructions(model, images, batch_size=500):
         `codebook_usage` (fraction of the K codes used at least once over
         all N images), `perplexity` (exp of the entropy of that histogram),
         `latent_grid` and `bits_per_image` (grid positions x log2 K: the size
-        of the codes stored without entropy coding).
+        of the codes stored without entropy coding). For a model with several
+        grids (`VQVAE2`), those are given per grid with its name as a prefix
+        (`top_codebook_usage`, ...), and `bits_per_image` is their sum.
     """
     images = np.asarray(images)
     model.check_images(images)
@@ -68,18 +87,16 @@ def evaluate_reconstructions(model, images, batch_size=500):
     }
     if hasattr(model, "encode_indices"):
         indices = encode_indices(model, images, batch_size)
-        counts = np.bincount(indices.ravel(), minlength=model.num_embeddings)
-        probs = counts[counts > 0] / counts.sum()
-        metrics.update(
-            {
-                "codebook_usage": float(np.mean(counts > 0)),
-                "perplexity": float(np.exp(-np.sum(probs * np.log(probs)))),
-                "latent_grid": list(indices.shape[1:]),
-                "bits_per_image": float(
-                    math.prod(indices.shape[1:]) * math.log2(model.num_embeddings)
-                ),
-            }
-        )
+        if isinstance(indices, dict):  # one codebook per grid, e.g. VQ-VAE-2's top and bottom
+            bits = 0.0
+            for level, grid in indices.items():
+                quantizer = getattr(model, f"{level}_quantizer")
+                statistics = code_statistics(grid, quantizer.num_embeddings)
+                bits += statistics["bits_per_image"]
+                metrics.update({f"{level}_{key}": value for key, value in statistics.items()})
+            metrics["bits_per_image"] = bits
+        else:
+            metrics.update(code_statistics(indices, model.num_embeddings))
     return metrics
 
 
