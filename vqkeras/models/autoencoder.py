@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from vqkeras import validation
-from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.models.autoencoder_model import AutoencoderModel, check_encoder_decoder
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -44,15 +44,7 @@ class Autoencoder(AutoencoderModel):
     """
 
     def __init__(self, encoder, decoder, **kwargs):
-        for layer, attribute, role in (
-            (encoder, "downsampling_factor", "encoder"),
-            (decoder, "output_channels", "decoder"),
-        ):
-            if not isinstance(layer, keras.layers.Layer) or not hasattr(layer, attribute):
-                raise TypeError(
-                    f"`{role}` must be a Keras layer with a `{attribute}` attribute "
-                    f"(e.g. vqkeras.layers.Conv{role.capitalize()}). Received: {layer!r}"
-                )
+        check_encoder_decoder(encoder, decoder)
         super().__init__(loss_names=("reconstruction_loss",), **kwargs)
         self.encoder = encoder
         self.decoder = decoder

@@ -6,6 +6,20 @@ from vqkeras import validation
 from vqkeras.models.loss_terms_model import LossTermsModel
 
 
+def check_encoder_decoder(encoder, decoder):
+    """Raises `TypeError` unless both are Keras layers with the attributes the
+    families rely on (`downsampling_factor`, `output_channels`)."""
+    for layer, attribute, role in (
+        (encoder, "downsampling_factor", "encoder"),
+        (decoder, "output_channels", "decoder"),
+    ):
+        if not isinstance(layer, keras.layers.Layer) or not hasattr(layer, attribute):
+            raise TypeError(
+                f"`{role}` must be a Keras layer with a `{attribute}` attribute "
+                f"(e.g. vqkeras.layers.Conv{role.capitalize()}). Received: {layer!r}"
+            )
+
+
 class AutoencoderModel(LossTermsModel):
     """Base class of the image autoencoder families.
 

@@ -35,6 +35,7 @@ def build_autoencoder(
     latent_dim=None,
     channels=(64, 128),
     num_residual_blocks=1,
+    residual_channels=None,
     num_embeddings=512,
     depth=4,
     beta=1.0,
@@ -59,6 +60,8 @@ def build_autoencoder(
         channels: channels of the encoder's stride-2 convolutions (their
             count sets the downsampling factor); the decoder mirrors them.
         num_residual_blocks: residual blocks in the encoder and the decoder.
+        residual_channels: hidden channels of those blocks (default: a
+            quarter of the widest of `channels`).
         num_embeddings: codebook size K of the VQ families (per level).
         depth: quantization levels of "rqvae".
         beta: KL weight of "vae".
@@ -86,12 +89,12 @@ def build_autoencoder(
     )
     name = name or family.replace("-", "_")
 
-    def encoder(dim):
-        return ConvEncoder(dim, channels=channels, num_residual_blocks=num_residual_blocks)
+    blocks = {"num_residual_blocks": num_residual_blocks, "residual_channels": residual_channels}
 
-    decoder = ConvDecoder(
-        image_shape[-1], channels=channels[::-1], num_residual_blocks=num_residual_blocks
-    )
+    def encoder(dim):
+        return ConvEncoder(dim, channels=channels, **blocks)
+
+    decoder = ConvDecoder(image_shape[-1], channels=channels[::-1], **blocks)
 
     def ema_quantizer(dim, level_seed=seed):
         return EMAVectorQuantizer(
@@ -120,15 +123,9 @@ def build_autoencoder(
     else:
         width = channels[-1]
         model = VQVAE2(
-            bottom_encoder=ConvEncoder(
-                width, channels=channels, num_residual_blocks=num_residual_blocks
-            ),
-            top_encoder=ConvEncoder(
-                latent_dim, channels=(width,), num_residual_blocks=num_residual_blocks
-            ),
-            top_decoder=ConvDecoder(
-                width, channels=(width,), num_residual_blocks=num_residual_blocks
-            ),
+            bottom_encoder=ConvEncoder(width, channels=channels, **blocks),
+            top_encoder=ConvEncoder(latent_dim, channels=(width,), **blocks),
+            top_decoder=ConvDecoder(width, channels=(width,), **blocks),
             decoder=decoder,
             bottom_quantizer=ema_quantizer(latent_dim),
             top_quantizer=ema_quantizer(latent_dim, level_seed=seed + 1),

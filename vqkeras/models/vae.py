@@ -3,7 +3,7 @@ from keras import ops
 
 from vqkeras import validation
 from vqkeras.layers.gaussian_sampler import GaussianSampler
-from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.models.autoencoder_model import AutoencoderModel, check_encoder_decoder
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -73,15 +73,7 @@ class VAE(AutoencoderModel):
     """
 
     def __init__(self, encoder, decoder, beta=1.0, sampler=None, **kwargs):
-        for layer, attribute, role in (
-            (encoder, "downsampling_factor", "encoder"),
-            (decoder, "output_channels", "decoder"),
-        ):
-            if not isinstance(layer, keras.layers.Layer) or not hasattr(layer, attribute):
-                raise TypeError(
-                    f"`{role}` must be a Keras layer with a `{attribute}` attribute "
-                    f"(e.g. vqkeras.layers.Conv{role.capitalize()}). Received: {layer!r}"
-                )
+        check_encoder_decoder(encoder, decoder)
         if sampler is None:
             sampler = GaussianSampler()
         if not isinstance(sampler, GaussianSampler):

@@ -3,7 +3,7 @@ from keras import ops
 
 from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
 from vqkeras.metrics import CodebookPerplexity, CodebookUsage
-from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.models.autoencoder_model import AutoencoderModel, check_encoder_decoder
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -51,15 +51,7 @@ class VQVAE(AutoencoderModel):
 
     def __init__(self, encoder, decoder, quantizer, **kwargs):
         self._check_quantizer(quantizer)
-        for layer, attribute, role in (
-            (encoder, "downsampling_factor", "encoder"),
-            (decoder, "output_channels", "decoder"),
-        ):
-            if not isinstance(layer, keras.layers.Layer) or not hasattr(layer, attribute):
-                raise TypeError(
-                    f"`{role}` must be a Keras layer with a `{attribute}` attribute "
-                    f"(e.g. vqkeras.layers.Conv{role.capitalize()}). Received: {layer!r}"
-                )
+        check_encoder_decoder(encoder, decoder)
         latent_dim = getattr(encoder, "latent_dim", quantizer.embedding_dim)
         if latent_dim != quantizer.embedding_dim:
             raise ValueError(

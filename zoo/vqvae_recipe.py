@@ -1,0 +1,184 @@
+"""The recipe of the EMA VQ-VAE presets: `zoo/<preset>/recipe.py` gives the sizes
+and the data, this module does the rest.
+
+It trains `vqkeras.models.VQVAE` with an `EMAVectorQuantizer` (dead-code
+restarts after 100 steps, codebook seeded from the first batch) on the
+training split of a keras.datasets-layout .npz, holding out its last 5000
+images for validation, with Adam and a cosine learning-rate decay to a tenth.
+It then measures the model on the whole test split and writes to `--out`:
+the files of `vqkeras.training.fit_resumable` (training_log.csv, timing.json,
+checkpoints/, backup/), `metrics.json` (test-split metrics, training time and
+throughput) and `preset/`, the trained model as a preset.
+
+Resuming: run the same command again after an interruption; training restarts
+from the last completed epoch (weights, EMA codebook and optimizer state,
+including the schedule's step), and rerunning a finished run only
+re-evaluates. To start afresh, use a new `--out` folder.
+
+Test metrics (`metrics.json`, key `test`) come from
+`vqkeras.evaluation.evaluate_reconstructions` (clipped reconstructions on the
+[0, 1] scale, mean per-image PSNR, SSIM, codebook usage and perplexity over
+the split). `images_per_second` is the median over epochs of the training
+images divided by the epoch's training time (validation excluded; the first
+epoch includes tracing).
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+
+import vqkeras
+from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.file_io import write_json_atomic
+from vqkeras.models.factory import build_autoencoder
+from vqkeras.training import fit_resumable, load_npz_splits, sample_check
+
+LEARNING_RATE = 1e-3
+FINAL_LEARNING_RATE_FRACTION = 0.1
+VALIDATION_SIZE = 5000
+EVAL_BATCH_SIZE = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class VQVAERecipe:
+    """What differs between the EMA VQ-VAE presets.
+
+    Attributes:
+        name: the preset's name (also the model's).
+        image_shape: `(height, width, channels)` of the dataset's images.
+        num_embeddings: codebook size K.
+        embedding_dim: code vector size D.
+        channels: the encoder's downsampling channels (the decoder mirrors them).
+        num_residual_blocks: residual blocks of the encoder and the decoder.
+        residual_channels: their hidden channels (None: the encoder's default).
+        sample: the `vqkeras.samples` name that the preset's test checks.
+        dataset: what the training data is, for the model card.
+        test_split: what the test data is, for the model card.
+    """
+
+    name: str
+    image_shape: tuple
+    num_embeddings: int
+    embedding_dim: int
+    channels: tuple
+    num_residual_blocks: int
+    residual_channels: int | None
+    sample: str
+    dataset: str
+    test_split: str
+
+
+def parse_args(description, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help=".npz in the keras.datasets layout")
+    parser.add_argument("--out", required=True, help="output directory (created if needed)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--time-limit-minutes",
+        type=float,
+        default=None,
+        help="stop after the epoch that passes this much training time in this session",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the first N training images only (for quick runs and timing)",
+    )
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size", "limit_train"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    return args
+
+
+def build_model(recipe, seed, total_steps):
+    """The VQ-VAE of `recipe`, built and compiled."""
+    model = build_autoencoder(
+        "ema-vqvae",
+        recipe.image_shape,
+        latent_dim=recipe.embedding_dim,
+        channels=recipe.channels,
+        num_residual_blocks=recipe.num_residual_blocks,
+        residual_channels=recipe.residual_channels,
+        num_embeddings=recipe.num_embeddings,
+        seed=seed,
+        name=recipe.name,
+    )
+    schedule = keras.optimizers.schedules.CosineDecay(
+        LEARNING_RATE, decay_steps=total_steps, alpha=FINAL_LEARNING_RATE_FRACTION
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    return model
+
+
+def main(recipe, description, argv=None):
+    """Trains, measures and saves the preset of `recipe` (see the module docstring)."""
+    args = parse_args(description, argv)
+    os.makedirs(args.out, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    data = load_npz_splits(args.data, recipe.image_shape, VALIDATION_SIZE, args.limit_train)
+    steps_per_epoch = math.ceil(len(data["x_train"]) / args.batch_size)
+    model = build_model(recipe, args.seed, total_steps=args.epochs * steps_per_epoch)
+    print(
+        f"backend={keras.config.backend()} train={len(data['x_train'])} "
+        f"val={len(data['x_val'])} test={len(data['x_test'])} params={model.count_params()}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    _, timer = fit_resumable(
+        model,
+        data["x_train"],
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(data["x_val"],),
+        time_limit_minutes=args.time_limit_minutes,
+    )
+    metrics = {
+        "backend": keras.config.backend(),
+        "keras_version": keras.__version__,
+        "vqkeras_version": vqkeras.__version__,
+        "epochs_planned": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "train_images": len(data["x_train"]),
+        "validation_images": len(data["x_val"]),
+        **{
+            key: value
+            for key, value in dataclasses.asdict(recipe).items()
+            if key not in ("dataset", "test_split")
+        },
+        "parameters": model.count_params(),
+        "fit_time_this_session_s": time.perf_counter() - start,
+        **timer.summary(),
+        "test": evaluate_reconstructions(model, data["x_test"], batch_size=EVAL_BATCH_SIZE),
+    }
+    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
+    model.save_to_preset(
+        os.path.join(args.out, "preset"),
+        metadata={
+            # The test suite checks the shipped sample still reconstructs this well.
+            "sample_check": sample_check(model, recipe.sample),
+            "dataset": f"{recipe.dataset}, train split minus its last {VALIDATION_SIZE} images",
+            "evaluation": f"{recipe.test_split}, all {len(data['x_test'])} images, "
+            "vqkeras.evaluation",
+            "recipe": f"zoo/{recipe.name}/recipe.py",
+            "training": {
+                key: metrics[key]
+                for key in ("backend", "epochs", "batch_size", "seed", "training_time_s")
+            },
+            "metrics": metrics["test"],
+        },
+        overwrite=True,
+    )
+    print(json.dumps(metrics, indent=2, sort_keys=True), flush=True)
