@@ -3,7 +3,7 @@
 Trains on the CIFAR-10 training images minus the last 5000 (validation),
 measures on the 10000 test images, and writes `--out/preset/`: what
 zoo/vqvae_cifar10/ ships. The training and its outputs are those of
-`zoo/vqvae_recipe.py` (resumable: rerun the same command after an
+`zoo/autoencoder_recipe.py` (resumable: rerun the same command after an
 interruption; `--time-limit-minutes` stops after the epoch that passes that
 much training time, the learning-rate schedule still assuming `--epochs`).
 
@@ -17,19 +17,20 @@ Usage (any Keras backend):
 of CIFAR-10 (quality 75), not on the canonical pixels; its card says so.
 """
 
-from vqkeras.zoo.vqvae_recipe import VQVAERecipe, main
+from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
 
-RECIPE = VQVAERecipe(
+RECIPE = AutoencoderRecipe(
+    family="ema-vqvae",
     name="vqvae_cifar10",
     image_shape=(32, 32, 3),
-    num_embeddings=512,
-    embedding_dim=64,
+    latent_dim=64,
     channels=(64, 128),
     num_residual_blocks=1,
     residual_channels=64,
     sample="cifar10",
     dataset="CIFAR-10, JPEG-derived copy (quality 75)",
     test_split="CIFAR-10 JPEG-derived copy, test split",
+    num_embeddings=512,
 )
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Trains on the MNIST training images minus the last 5000 (validation), measures
 on the 10000 test images, and writes `--out/preset/`: what zoo/vqvae_mnist/
-ships. The training and its outputs are those of `zoo/vqvae_recipe.py`
+ships. The training and its outputs are those of `zoo/autoencoder_recipe.py`
 (resumable: rerun the same command after an interruption).
 
 Usage (any Keras backend):
@@ -15,19 +15,20 @@ Usage (any Keras backend):
 `vqkeras.from_preset("runs/vqvae_mnist/preset")`.
 """
 
-from vqkeras.zoo.vqvae_recipe import VQVAERecipe, main
+from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
 
-RECIPE = VQVAERecipe(
+RECIPE = AutoencoderRecipe(
+    family="ema-vqvae",
     name="vqvae_mnist",
     image_shape=(28, 28, 1),
-    num_embeddings=128,
-    embedding_dim=16,
+    latent_dim=16,
     channels=(32, 64),
     num_residual_blocks=1,
     residual_channels=None,
     sample="mnist",
     dataset="MNIST (keras.datasets layout)",
     test_split="MNIST test split",
+    num_embeddings=128,
 )
 
 if __name__ == "__main__":

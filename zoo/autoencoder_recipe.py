@@ -1,14 +1,16 @@
-"""The recipe of the EMA VQ-VAE presets: `zoo/<preset>/recipe.py` gives the sizes
-and the data, this module does the rest.
+"""The recipe of the autoencoder presets (EMA VQ-VAEs, KL-VAEs): `zoo/<preset>/recipe.py`
+gives the family, the sizes and the data; this module does the rest.
 
-It trains `vqkeras.models.VQVAE` with an `EMAVectorQuantizer` (dead-code
-restarts after 100 steps, codebook seeded from the first batch) on the
-training split of a keras.datasets-layout .npz, holding out its last 5000
+It builds the model with `vqkeras.models.factory.build_autoencoder` (an
+"ema-vqvae" has dead-code restarts after 100 steps and a codebook seeded from
+the first batch), trains it on the training split of a keras.datasets-layout .npz, holding out its last 5000
 images for validation, with Adam and a cosine learning-rate decay to a tenth.
 It then measures the model on the whole test split and writes to `--out`:
 the files of `vqkeras.training.fit_resumable` (training_log.csv, timing.json,
 checkpoints/, backup/), `metrics.json` (test-split metrics, training time and
-throughput) and `preset/`, the trained model as a preset.
+throughput) and `preset/`, the trained model as a preset. A KL-VAE's
+`scaling_factor` (1 / std of its latents, as latent diffusion uses) is
+computed on the training images before it is saved.
 
 Resuming: run the same command again after an interruption; training restarts
 from the last completed epoch (weights, EMA codebook and optimizer state,
@@ -35,6 +37,7 @@ import keras
 import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
+from vqkeras.models import KLVAE
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import fit_resumable, load_npz_splits, sample_check
 
@@ -45,32 +48,42 @@ EVAL_BATCH_SIZE = 500
 
 
 @dataclasses.dataclass(frozen=True)
-class VQVAERecipe:
-    """What differs between the EMA VQ-VAE presets.
+class AutoencoderRecipe:
+    """What differs between the autoencoder presets.
 
     Attributes:
         name: the preset's name (also the model's).
+        family: a `vqkeras.models.factory.FAMILIES` name, e.g. "ema-vqvae".
         image_shape: `(height, width, channels)` of the dataset's images.
-        num_embeddings: codebook size K.
-        embedding_dim: code vector size D.
+        latent_dim: latent channels: code vector size D, or the channels of a
+            KL-VAE's latent sample.
         channels: the encoder's downsampling channels (the decoder mirrors them).
         num_residual_blocks: residual blocks of the encoder and the decoder.
         residual_channels: their hidden channels (None: the encoder's default).
         sample: the `vqkeras.samples` name that the preset's test checks.
         dataset: what the training data is, for the model card.
         test_split: what the test data is, for the model card.
+        num_embeddings: codebook size K of a VQ family.
+        kl_weight: the KL weight of a KL-VAE.
     """
 
     name: str
+    family: str
     image_shape: tuple
-    num_embeddings: int
-    embedding_dim: int
+    latent_dim: int
     channels: tuple
     num_residual_blocks: int
     residual_channels: int | None
     sample: str
     dataset: str
     test_split: str
+    num_embeddings: int | None = None
+    kl_weight: float | None = None
+
+    def family_arguments(self):
+        """The family's own arguments of `build_autoencoder`."""
+        names = ("num_embeddings", "kl_weight")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 def parse_args(description, argv=None):
@@ -102,17 +115,17 @@ def parse_args(description, argv=None):
 
 
 def build_model(recipe, seed, total_steps):
-    """The VQ-VAE of `recipe`, built and compiled."""
+    """The model of `recipe`, built and compiled."""
     model = build_autoencoder(
-        "ema-vqvae",
+        recipe.family,
         recipe.image_shape,
-        latent_dim=recipe.embedding_dim,
+        latent_dim=recipe.latent_dim,
         channels=recipe.channels,
         num_residual_blocks=recipe.num_residual_blocks,
         residual_channels=recipe.residual_channels,
-        num_embeddings=recipe.num_embeddings,
         seed=seed,
         name=recipe.name,
+        **recipe.family_arguments(),
     )
     schedule = keras.optimizers.schedules.CosineDecay(
         LEARNING_RATE, decay_steps=total_steps, alpha=FINAL_LEARNING_RATE_FRACTION
@@ -144,6 +157,9 @@ def main(recipe, description, argv=None):
         validation_data=(data["x_val"],),
         time_limit_minutes=args.time_limit_minutes,
     )
+    fit_time = time.perf_counter() - start
+    if isinstance(model, KLVAE):
+        model.scaling_factor = model.compute_scaling_factor(data["x_train"], seed=args.seed)
     metrics = {
         "backend": keras.config.backend(),
         "keras_version": keras.__version__,
@@ -158,8 +174,9 @@ def main(recipe, description, argv=None):
             for key, value in dataclasses.asdict(recipe).items()
             if key not in ("dataset", "test_split")
         },
+        "scaling_factor": getattr(model, "scaling_factor", None),
         "parameters": model.count_params(),
-        "fit_time_this_session_s": time.perf_counter() - start,
+        "fit_time_this_session_s": fit_time,
         **timer.summary(),
         "test": evaluate_reconstructions(model, data["x_test"], batch_size=EVAL_BATCH_SIZE),
     }

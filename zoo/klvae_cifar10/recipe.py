@@ -1,0 +1,34 @@
+"""Recipe: a KL-VAE (the AutoencoderKL of latent diffusion) on CIFAR-10: an 8x8x4 Gaussian latent.
+
+Downsampling 4, a KL weight of 1e-6, and the latents' `scaling_factor`
+computed on the training images. Trains on the CIFAR-10 training images minus
+the last 5000 (validation), measures on the 10000 test images, and writes
+`--out/preset/`: what zoo/klvae_cifar10/ ships. The training and its outputs
+are those of `zoo/autoencoder_recipe.py` (resumable: rerun the same command
+after an interruption). The shipped preset was trained on a JPEG-derived copy
+of CIFAR-10 (quality 75), not on the canonical pixels.
+
+Usage (any Keras backend):
+
+    KERAS_BACKEND=tensorflow python zoo/klvae_cifar10/recipe.py \\
+        --data path/to/cifar10.npz --out runs/klvae_cifar10 --epochs 10
+"""
+
+from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
+
+RECIPE = AutoencoderRecipe(
+    family="klvae",
+    name="klvae_cifar10",
+    image_shape=(32, 32, 3),
+    latent_dim=4,
+    channels=(64, 128),
+    num_residual_blocks=1,
+    residual_channels=64,
+    sample="cifar10",
+    dataset="CIFAR-10, JPEG-derived copy (quality 75)",
+    test_split="CIFAR-10 JPEG-derived copy, test split",
+    kl_weight=1e-6,
+)
+
+if __name__ == "__main__":
+    main(RECIPE, description=__doc__.split("\n\n")[0])
