@@ -1,16 +1,22 @@
-"""The `vqkeras` command: `vqkeras zoo list`, `vqkeras zoo info NAME`,
-`vqkeras evaluate MODEL --input INPUT`."""
+"""The `vqkeras` command (also `python -m vqkeras.apps`):
+
+    vqkeras zoo list | zoo info NAME     the shipped presets
+    vqkeras evaluate MODEL --input ...   reconstruction and codebook metrics
+    vqkeras reconstruct ...              images through a model: picture, per-image metrics
+    vqkeras export-latents ...           integer code grids of images, and back (--decode)
+    vqkeras sample ...                   new images from a PixelCNN prior
+
+Each command prints a JSON summary on stdout; warnings, notices and progress
+bars go to stderr. Errors are one line on stderr with exit code 2 (`--debug`
+shows the traceback).
+"""
 
 import argparse
 import json
-import os
 import sys
 
-# TensorFlow (imported by the commands) logs its start-up to stderr; keep
-# stderr for our own messages unless the user asked for TF's.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+# OSError covers missing, existing and unwritable files alike.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError)
 
 
 def _zoo_list(args):
@@ -33,29 +39,122 @@ def _zoo_info(args):
 
 
 def _evaluate(args):
-    from vqkeras.apps.inputs import load_images
+    from vqkeras.apps.inputs import load_images, model_image_shape
+    from vqkeras.apps.models import load_model
+    from vqkeras.apps.outputs import check_outputs, describe_input
 
-    import vqkeras
     from vqkeras.evaluation import evaluate_reconstructions
     from vqkeras.file_io import write_json_atomic
 
-    images, _ = load_images(args.input, split=args.split)
-    if args.limit:
-        images = images[: args.limit]
-    model = vqkeras.from_preset(args.model)
+    if args.out:
+        check_outputs([args.out], args.overwrite)
+    model = load_model(args.model)
+    channels, size = model_image_shape(model)
+    inputs = load_images(
+        args.input, args.split, channels, size, args.strict, args.limit, args.quiet
+    )
     metrics = {
         "model": args.model,
-        "input": args.input,
-        "split": None if args.input.startswith("sample:") else args.split,
-        **evaluate_reconstructions(model, images, batch_size=args.batch_size),
+        **describe_input(args.input, args.split),
+        "skipped": len(inputs.skipped),
+        **evaluate_reconstructions(model, inputs.images, batch_size=args.batch_size),
     }
     if args.out:
         write_json_atomic(args.out, metrics, overwrite=args.overwrite)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0
+    return metrics
+
+
+def _reconstruct(args):
+    from vqkeras.apps import reconstruct
+
+    return reconstruct.run(args)
+
+
+def _export_latents(args):
+    from vqkeras.apps import export_latents
+
+    if args.decode:
+        return export_latents.decode(args)
+    return export_latents.export(args)
+
+
+def _sample(args):
+    from vqkeras.apps import sample
+
+    return sample.run(args)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}")
+    return value
+
+
+def _add_model_option(parser, help="preset name (vqkeras zoo list) or preset folder"):
+    parser.add_argument("--model", required=True, metavar="PRESET_OR_DIR", help=help)
+
+
+def _add_input_options(parser, input_group=None):
+    from vqkeras.apps.inputs import INPUT_HELP
+
+    (input_group or parser).add_argument(
+        "--input",
+        nargs="+",
+        action="extend",
+        required=input_group is None,
+        metavar="INPUT",
+        help=INPUT_HELP,
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split of keras.datasets-layout .npz files and of tfds:NAME (default: test)",
+    )
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="the first N images only")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse images of another size or channel count than the model's, rather than "
+        "resizing (bilinear) or converting them",
+    )
+
+
+def _add_run_options(parser, batch_size=256, what="images"):
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=batch_size,
+        help=f"{what} per batch (default: {batch_size})",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_output_options(parser, help, metavar="DIR"):
+    parser.add_argument("--out", required=True, metavar=metavar, help=help)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _first_paragraph(module):
+    return module.__doc__.split("\n\n")[0]
 
 
 def build_parser():
+    from vqkeras.apps import export_latents, reconstruct, sample
+
     parser = argparse.ArgumentParser(
         prog="vqkeras", description="Image autoencoders and their zoo, from the command line."
     )
@@ -73,26 +172,100 @@ def build_parser():
         "evaluate", help="reconstruction and codebook metrics of a model on images"
     )
     evaluate.add_argument("model", help="preset name (vqkeras zoo list) or preset folder")
-    evaluate.add_argument(
-        "--input",
-        required=True,
-        help="sample:mnist, sample:cifar10, or an .npz (keras.datasets layout or 'images')",
-    )
-    evaluate.add_argument("--split", choices=("train", "test"), default="test")
-    evaluate.add_argument("--limit", type=int, help="evaluate the first N images only")
-    evaluate.add_argument("--batch-size", type=int, default=500)
+    _add_input_options(evaluate)
+    _add_run_options(evaluate)
     evaluate.add_argument("--out", help="also write the metrics to this JSON file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     evaluate.set_defaults(run=_evaluate)
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    reconstructing = commands.add_parser(
+        "reconstruct",
+        help="reconstruct images: a picture, per-image metrics and a summary",
+        description=reconstruct.__doc__,
+        formatter_class=formatter,
+    )
+    _add_model_option(reconstructing)
+    _add_input_options(reconstructing)
+    _add_output_options(reconstructing, "output folder (created if needed)")
+    _add_run_options(reconstructing)
+    reconstructing.set_defaults(run=_reconstruct)
+
+    exporting = commands.add_parser(
+        "export-latents",
+        help="the integer code grids of images (or, with --decode, images from codes)",
+        description=export_latents.__doc__,
+        formatter_class=formatter,
+    )
+    _add_model_option(exporting, help="VQ model: preset name or preset folder")
+    sources = exporting.add_mutually_exclusive_group(required=True)
+    _add_input_options(exporting, sources)
+    sources.add_argument(
+        "--decode", metavar="CODES", help="decode this codes file (.npz, .npy or .jsonl) instead"
+    )
+    _add_output_options(
+        exporting,
+        "codes file to write (e.g. codes.npz); with --decode, an output folder",
+        metavar="PATH",
+    )
+    exporting.add_argument(
+        "--format",
+        choices=export_latents.FORMATS,
+        help="format of the codes file (default: from the --out suffix)",
+    )
+    _add_run_options(exporting)
+    exporting.set_defaults(run=_export_latents)
+
+    sampling = commands.add_parser(
+        "sample",
+        help="new images from a PixelCNN prior over a VQ model's codes",
+        description=sample.__doc__,
+        formatter_class=formatter,
+    )
+    _add_model_option(sampling, help="the VQ model that decodes the codes: preset or folder")
+    sampling.add_argument(
+        "--prior", required=True, metavar="PRESET_OR_DIR", help="PixelCNNPrior preset or folder"
+    )
+    sampling.add_argument(
+        "--num", type=_positive_int, default=64, help="number of samples (default: 64)"
+    )
+    sampling.add_argument(
+        "--label",
+        type=int,
+        help="class of every sample (class-conditional priors; default: the classes in turn)",
+    )
+    sampling.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="divides the logits: below 1 gives likelier, less varied codes (default: 1)",
+    )
+    sampling.add_argument(
+        "--top-k", type=_positive_int, metavar="K", help="draw each code from the K likeliest"
+    )
+    sampling.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help="random seed: the same seed and batch size give the same samples on a backend",
+    )
+    _add_output_options(sampling, "output folder (created if needed)")
+    _add_run_options(sampling, batch_size=64, what="samples")
+    sampling.set_defaults(run=_sample)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        result = args.run(args)
     except EXPECTED_ERRORS as e:
         if args.debug:
             raise
-        print(f"vqkeras: error: {e}", file=sys.stderr)
+        # One line, whatever the message: scripts read the last line of stderr.
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"vqkeras: error: {message}", file=sys.stderr)
         return 2
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    return result

@@ -41,11 +41,36 @@ def test_evaluate_reads_keras_datasets_npz(tmp_path, capsys):
     [
         (["evaluate", "vqvae_mnst", "--input", "sample:mnist"], "Did you mean 'vqvae_mnist'"),
         (["evaluate", "vqvae_mnist", "--input", "missing.npz"], "does not exist"),
-        (["evaluate", "vqvae_mnist", "--input", "sample:cifar10"], "1 channel"),
+        (["evaluate", "vqvae_mnist", "--input", "sample:cifar10", "--strict"], "expects 1 channel"),
         (["zoo", "info", "nope"], "Unknown preset 'nope'"),
+        (
+            ["reconstruct", "--model", "vqvae_mnst", "--input", "sample:mnist", "--out", "o"],
+            "Unknown preset 'vqvae_mnst'",
+        ),
+        (
+            ["reconstruct", "--model", "vqvae_mnist", "--input", "nowhere/", "--out", "o"],
+            "Input 'nowhere/' does not exist",
+        ),
+        (
+            [
+                "export-latents",
+                "--model",
+                "vqvae_mnist",
+                "--input",
+                "sample:mnist",
+                "--out",
+                "c.txt",
+            ],
+            "Cannot tell the format of --out 'c.txt'",
+        ),
+        (
+            ["sample", "--model", "vqvae_mnist", "--prior", "no_prior", "--out", "o"],
+            "Unknown preset 'no_prior'",
+        ),
     ],
 )
-def test_bad_input_is_one_line_on_stderr(args, message, capsys):
+def test_bad_input_is_one_line_on_stderr(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("vqkeras: error: ") and err.count("\n") == 1
@@ -69,3 +94,32 @@ def test_module_entry_point_help(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0 and "--input" in result.stdout
+
+
+def test_evaluate_converts_channels_and_sizes_with_a_notice(capsys):
+    argv = ["evaluate", "vqvae_mnist", "--input", "sample:cifar10", "--limit", "4", "--quiet"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == 4
+    assert "converted 4 image(s) of sample:cifar10 to grayscale" in captured.err
+    assert "resized 4 image(s) of sample:cifar10 to 28x28" in captured.err
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("reconstruct", ["--model", "--input", "--out", "--limit", "--batch-size", "--strict"]),
+        ("export-latents", ["--model", "--input", "--decode", "--out", "--format", "--overwrite"]),
+        (
+            "sample",
+            ["--model", "--prior", "--num", "--label", "--temperature", "--top-k", "--seed"],
+        ),
+    ],
+)
+def test_every_command_has_help(command, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: vqkeras {command}")
+    assert all(flag in out for flag in [*flags, "--quiet"])

@@ -103,7 +103,7 @@ def test_unknown_preset_names_close_matches(monkeypatch):
 
 def test_wrong_class_and_unbuilt_model(saved_preset, tmp_path):
     _, _, directory = saved_preset
-    with pytest.raises(TypeError, match="holds a VQVAE, not a Sequential"):
+    with pytest.raises(TypeError, match="holds a VQVAE, expected a Sequential"):
         presets.from_preset(directory, expected_class=keras.Sequential)
     with pytest.raises(ValueError, match="unbuilt model"):
         small_vqvae().save_to_preset(tmp_path / "unbuilt")

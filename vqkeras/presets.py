@@ -212,7 +212,7 @@ def from_preset(name_or_dir, expected_class=None, cache_dir=None):
     if expected_class is not None and not isinstance(model, expected_class):
         raise TypeError(
             f"Preset {name_or_dir!r} holds a {type(model).__name__}, "
-            f"not a {expected_class.__name__}."
+            f"expected a {expected_class.__name__}."
         )
     if metadata.get("build_config"):
         model.build_from_config(metadata["build_config"])

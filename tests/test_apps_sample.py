@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import small_vqvae, to_numpy
+from PIL import Image
+from vqkeras.apps.cli import main
+from vqkeras.apps.images import to_uint8
+
+from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.presets import from_preset
+
+
+def tiny_prior(num_embeddings=16, grid_shape=(4, 4), num_classes=3):
+    prior = PixelCNNPrior(
+        num_embeddings,
+        grid_shape,
+        num_classes=num_classes,
+        filters=8,
+        num_blocks=2,
+        embedding_dim=4,
+    )
+    prior.build((None, *grid_shape))
+    return prior
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("presets")
+    vqvae = small_vqvae()  # 16x16 images to 4x4 grids of K=16 codes
+    vqvae.build((None, 16, 16, 1))
+    vqvae.save_to_preset(folder / "vqvae")
+    tiny_prior().save_to_preset(folder / "prior")
+    tiny_prior(num_classes=None).save_to_preset(folder / "unconditional")
+    tiny_prior(num_embeddings=8, grid_shape=(7, 7)).save_to_preset(folder / "other_prior")
+    return {path.name: str(path) for path in folder.iterdir()}
+
+
+def sample(presets, out, *extra, prior="prior"):
+    argv = ["sample", "--model", presets["vqvae"], "--prior", presets[prior], "--out", str(out)]
+    # A later --model replaces the first; "PRIOR" stands for the prior's folder.
+    extra = [presets["prior"] if value == "PRIOR" else str(value) for value in extra]
+    return main([*argv, "--quiet", *extra])
+
+
+def test_sample_writes_codes_and_their_decoded_images(presets, tmp_path, capsys):
+    assert sample(presets, tmp_path / "a", "--num", 5, "--seed", 7) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["label_counts"] == {"0": 2, "1": 2, "2": 1}
+    with np.load(tmp_path / "a" / "codes.npz", allow_pickle=False) as data:
+        codes, labels = data["indices"], data["labels"]
+        assert str(data["model"]) == presets["vqvae"] and str(data["prior"]) == presets["prior"]
+    assert codes.shape == (5, 4, 4) and codes.dtype == np.int32
+    assert codes.min() >= 0 and codes.max() < 16
+    np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1])
+    # With the default labels, one column per class: 2 rows of 3 tiles.
+    picture = np.asarray(Image.open(tmp_path / "a" / "samples.png"))
+    decoded = to_uint8(to_numpy(from_preset(presets["vqvae"]).decode_indices(codes)))
+    tile = decoded[0, ..., 0]
+    np.testing.assert_array_equal(picture[2:66:4, 2:66:4], tile)
+    assert picture.shape == (2 * 66 + 2, 3 * 66 + 2)
+
+    # The same seed (and batch size) gives the same codes.
+    assert sample(presets, tmp_path / "a", "--num", 5, "--seed", 7, "--overwrite") == 0
+    with np.load(tmp_path / "a" / "codes.npz") as data:
+        np.testing.assert_array_equal(data["indices"], codes)
+    capsys.readouterr()
+
+
+def test_label_temperature_top_k_and_batches(presets, tmp_path, capsys):
+    argv = ["--num", 3, "--label", 2, "--top-k", 1, "--temperature", 0.5, "--batch-size", 2]
+    assert sample(presets, tmp_path, *argv) == 0
+    with np.load(tmp_path / "codes.npz") as data:
+        np.testing.assert_array_equal(data["labels"], [2, 2, 2])
+        codes = data["indices"]
+    # top_k=1 draws the most likely code everywhere: every sample is the same.
+    prior = from_preset(presets["prior"])
+    expected = to_numpy(prior.sample(1, labels=np.array([2]), top_k=1, seed=0))
+    np.testing.assert_array_equal(codes, np.repeat(expected, 3, axis=0))
+    assert json.loads(capsys.readouterr().out)["label_counts"] == {"2": 3}
+
+
+@pytest.mark.parametrize(
+    "prior, extra, message",
+    [
+        ("prior", ["--label", 3], r"--label must be in [0, 3) for prior"),
+        ("unconditional", ["--label", 0], "is unconditional (no classes)"),
+        ("other_prior", [], "samples 7x7 grids of K=8 codes but model"),
+        ("vqvae", [], "holds a VQVAE, not a PixelCNNPrior"),
+        ("prior", ["--temperature", 0], "`temperature` must be in (0.0, inf)"),
+        ("prior", ["--model", "PRIOR"], "holds a PixelCNNPrior: expected an autoencoder"),
+    ],
+)
+def test_bad_arguments_get_one_line_errors(presets, tmp_path, capsys, prior, extra, message):
+    assert sample(presets, tmp_path, "--num", 2, *extra, prior=prior) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("vqkeras: error: ") and err.count("\n") == 1
+    if prior == "other_prior":
+        assert presets[prior] in err and presets["vqvae"] in err and "4x4 grids of K=16" in err
+    assert not (tmp_path / "codes.npz").exists()
