@@ -30,6 +30,7 @@ def test_round_trip_and_metadata(saved_preset):
     assert os.stat(directory).st_mode & 0o777 == 0o777 & ~current_umask()
     loaded = vqkeras.from_preset(directory)
     assert isinstance(loaded, VQVAE)
+    assert not loaded.compiled  # a preset holds the model, not how it was trained
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
     )

@@ -63,6 +63,14 @@ def _describe(model):
     return description
 
 
+def _architecture_config(model):
+    """The model's serialized config without its compile config: a preset
+    holds a model, and how to train it further is the user's choice."""
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    return config
+
+
 def _without_optimizer(model):
     """The model itself if uncompiled, else an uncompiled copy with its weights:
     a compiled model's weights file also holds the optimizer state (twice the
@@ -101,9 +109,7 @@ def save_to_preset(model, directory, metadata=None, overwrite=False):
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(directory)}.")
     try:
-        write_json_atomic(
-            os.path.join(staging, CONFIG_FILE), keras.saving.serialize_keras_object(model)
-        )
+        write_json_atomic(os.path.join(staging, CONFIG_FILE), _architecture_config(model))
         weights = os.path.join(staging, WEIGHTS_FILE)
         _without_optimizer(model).save_weights(weights)
         full_metadata = {
@@ -208,6 +214,9 @@ def from_preset(name_or_dir, expected_class=None, cache_dir=None):
             "truncated or was modified; nothing was loaded."
         )
     config = _read_json(paths[CONFIG_FILE])
+    # Presets saved with a compile config would come back compiled, with an
+    # optimizer that the weights file (rightly) does not fill.
+    config.pop("compile_config", None)
     model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     if expected_class is not None and not isinstance(model, expected_class):
         raise TypeError(
