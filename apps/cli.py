@@ -5,6 +5,7 @@
     vqkeras reconstruct ...              images through a model: picture, per-image metrics
     vqkeras export-latents ...           integer code grids of images, and back (--decode)
     vqkeras sample ...                   new images from a PixelCNN prior
+    vqkeras train ...                    fit a model of any family on your images, resumably
 
 Each command prints a JSON summary on stdout; warnings, notices and progress
 bars go to stderr. Errors are one line on stderr with exit code 2 (`--debug`
@@ -84,6 +85,12 @@ def _sample(args):
     return sample.run(args)
 
 
+def _train(args):
+    from vqkeras.apps import train
+
+    return train.run(args)
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -92,6 +99,18 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
     return value
+
+
+def _channel_list(text):
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas (e.g. 64,128), received {text!r}"
+        )
+    return values
 
 
 def _non_negative_int(text):
@@ -153,7 +172,10 @@ def _first_paragraph(module):
 
 
 def build_parser():
-    from vqkeras.apps import export_latents, reconstruct, sample
+    from vqkeras.apps import export_latents, reconstruct, sample, train
+    from vqkeras.apps.inputs import INPUT_HELP
+
+    from vqkeras.models.factory import FAMILIES
 
     parser = argparse.ArgumentParser(
         prog="vqkeras", description="Image autoencoders and their zoo, from the command line."
@@ -251,6 +273,75 @@ def build_parser():
     _add_output_options(sampling, "output folder (created if needed)")
     _add_run_options(sampling, batch_size=64, what="samples")
     sampling.set_defaults(run=_sample)
+
+    training = commands.add_parser(
+        "train",
+        help="train an autoencoder of any family on your own images, resumably",
+        description=train.__doc__,
+        formatter_class=formatter,
+    )
+    training.add_argument("--family", required=True, choices=FAMILIES, help="model family")
+    training.add_argument(
+        "--data", required=True, nargs="+", action="extend", metavar="INPUT", help=INPUT_HELP
+    )
+    training.add_argument(
+        "--split",
+        default="train",
+        help="split of keras.datasets-layout .npz files and of tfds:NAME (default: train)",
+    )
+    training.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="the first N images only"
+    )
+    training.add_argument(
+        "--out", required=True, metavar="DIR", help="run folder (created if needed)"
+    )
+    training.add_argument("--epochs", type=_positive_int, default=10, help="(default: 10)")
+    training.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
+    training.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam's initial learning rate, cosine-decayed to a tenth (default: 1e-3)",
+    )
+    training.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the images held out, at random (default: 0.1)",
+    )
+    training.add_argument(
+        "--channels",
+        type=_channel_list,
+        default=(64, 128),
+        metavar="C1,C2,...",
+        help="channels of the encoder's stride-2 convolutions; their count is the number of "
+        "halvings of the image size (default: 64,128)",
+    )
+    training.add_argument(
+        "--residual-blocks", type=_non_negative_int, default=1, help="(default: 1)"
+    )
+    training.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        help="latent channels (default: 4 for ae, vae, klvae; 64 for the VQ families)",
+    )
+    training.add_argument(
+        "--num-embeddings",
+        type=_positive_int,
+        default=512,
+        metavar="K",
+        help="codebook size of the VQ families (default: 512)",
+    )
+    training.add_argument(
+        "--depth", type=_positive_int, default=4, help="rqvae levels (default: 4)"
+    )
+    training.add_argument("--beta", type=float, default=1.0, help="vae KL weight (default: 1)")
+    training.add_argument(
+        "--kl-weight", type=float, default=1e-6, help="klvae KL weight (default: 1e-6)"
+    )
+    training.add_argument("--seed", type=_non_negative_int, default=0, help="(default: 0)")
+    training.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
+    training.set_defaults(run=_train)
     return parser
 
 

@@ -1,0 +1,173 @@
+"""Train an autoencoder of any family on your own images.
+
+    vqkeras train --family ema-vqvae --data photos/ --out runs/mine --epochs 20
+
+Builds the model with `vqkeras.models.factory.build_autoencoder`, holds out
+a random `--validation-fraction` of the images (seeded), fits with checkpoints,
+and writes to --out:
+
+    run.json                         the settings of the run
+    training_log.csv, timing.json    per-epoch metrics and throughput
+    checkpoints/, backup/            per-epoch weights; the state to resume from
+    tensorboard/                     logs for `tensorboard --logdir OUT/tensorboard`
+    reconstructions/epoch_NNN.png    held-out images over their reconstructions
+    preset/                          the trained model: vqkeras.from_preset("OUT/preset")
+    metrics.json                     metrics on the held-out images
+
+Interrupted? Run the same command again: training resumes from the last
+completed epoch (a larger --epochs trains further). A folder that holds a run
+with other settings, or other files, is refused: choose a new --out.
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
+from vqkeras.apps.inputs import load_images
+from vqkeras.apps.outputs import describe_input
+
+from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.file_io import write_json_atomic
+from vqkeras.models.factory import build_autoencoder
+from vqkeras.training import fit_resumable
+
+RUN_FILE = "run.json"
+GRID_IMAGES = 16
+GRID_COLUMNS = 8
+# Settings that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "quiet", "debug", "run")
+
+
+class ReconstructionGrid(keras.callbacks.Callback):
+    """Writes `folder/epoch_NNN.png` after each epoch: `images` over their
+    reconstructions, to watch training at a glance."""
+
+    def __init__(self, images, folder):
+        super().__init__()
+        self.images = images
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        reconstructions = self.model.predict(self.images, verbose=0)
+        rows = paired_rows(self.images, to_uint8(reconstructions), GRID_COLUMNS)
+        os.makedirs(self.folder, exist_ok=True)
+        write_png(
+            os.path.join(self.folder, f"epoch_{epoch + 1:03d}.png"),
+            image_grid(rows, GRID_COLUMNS, rows_per_group=2),
+            overwrite=True,  # a resumed run redoes the epoch it was interrupted in
+        )
+
+
+def _settings(args):
+    """The arguments that define a run, as JSON values (tuples become lists)."""
+    settings = {k: v for k, v in vars(args).items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps(settings))
+
+
+def _check_out_folder(out, settings):
+    """Refuses a folder that holds anything but an earlier run of these settings."""
+    run_file = os.path.join(out, RUN_FILE)
+    if os.path.exists(run_file):
+        with open(run_file) as f:
+            earlier = json.load(f)
+        keys = settings.keys() | earlier.keys()
+        changed = sorted(k for k in keys if settings.get(k) != earlier.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {earlier.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise FileExistsError(
+                f"{out} holds a training run with other settings ({details}); "
+                "choose a new --out, or rerun with the same settings to resume."
+            )
+    elif os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out)):
+        raise FileExistsError(
+            f"--out {out!r} exists and is not a vqkeras training run: choose a new folder."
+        )
+
+
+def _split(images, fraction, seed):
+    """Training and held-out images: a seeded random `fraction` is held out."""
+    held_out = max(1, round(len(images) * fraction))
+    if len(images) - held_out < 1:
+        raise ValueError(
+            f"Too few images to train: {len(images)} with --validation-fraction {fraction} "
+            "leaves none for training."
+        )
+    order = np.random.default_rng(seed).permutation(len(images))
+    return images[order[held_out:]], images[order[:held_out]]
+
+
+def run(args):
+    if not 0 < args.validation_fraction < 1:
+        raise ValueError(
+            f"--validation-fraction must be in (0, 1). Received: {args.validation_fraction}."
+        )
+    settings = _settings(args)
+    _check_out_folder(args.out, settings)
+    inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
+    x_train, x_val = _split(inputs.images, args.validation_fraction, args.seed)
+    image_shape = x_train.shape[1:]
+
+    keras.utils.set_random_seed(args.seed)
+    model = build_autoencoder(
+        args.family,
+        image_shape,
+        latent_dim=args.latent_dim,
+        channels=args.channels,
+        num_residual_blocks=args.residual_blocks,
+        num_embeddings=args.num_embeddings,
+        depth=args.depth,
+        beta=args.beta,
+        kl_weight=args.kl_weight,
+        seed=args.seed,
+    )
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        args.learning_rate, decay_steps=args.epochs * steps_per_epoch, alpha=0.1
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+
+    os.makedirs(args.out, exist_ok=True)
+    write_json_atomic(os.path.join(args.out, RUN_FILE), settings, overwrite=True)
+    _, timer = fit_resumable(
+        model,
+        x_train,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(x_val,),
+        callbacks=[
+            keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
+            ReconstructionGrid(x_val[:GRID_IMAGES], os.path.join(args.out, "reconstructions")),
+        ],
+        verbose=0 if args.quiet else 2,
+    )
+    metrics = evaluate_reconstructions(model, x_val, batch_size=args.batch_size)
+    summary = {
+        "family": args.family,
+        **describe_input(args.data, args.split),
+        "images": len(inputs.images),
+        "skipped": len(inputs.skipped),
+        "train_images": len(x_train),
+        "validation_images": len(x_val),
+        "image_shape": list(image_shape),
+        "parameters": model.count_params(),
+        **timer.summary(),
+        "validation": metrics,
+        "preset": os.path.join(args.out, "preset"),
+    }
+    write_json_atomic(os.path.join(args.out, "metrics.json"), summary, overwrite=True)
+    model.save_to_preset(
+        summary["preset"],
+        metadata={
+            "dataset": f"{summary['input']} (vqkeras train, {len(x_train)} training images)",
+            "evaluation": f"{len(x_val)} held-out images (seeded random "
+            f"{args.validation_fraction:.0%} of the input)",
+            "training": {"epochs": len(timer.epochs), "batch_size": args.batch_size},
+            "metrics": metrics,
+        },
+        overwrite=True,  # this run's own preset, rewritten when a rerun trains further
+    )
+    return summary

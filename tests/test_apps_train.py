@@ -1,0 +1,77 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import blob_images
+from vqkeras.apps.cli import main
+
+import vqkeras
+from vqkeras.evaluation import evaluate_reconstructions
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "blobs.npz"
+    np.savez(path, images=blob_images(20))
+    return str(path)
+
+
+def train(data, out, *extra):
+    arguments = ["train", "--family", "ema-vqvae", "--data", data, "--out", str(out)]
+    sizes = ["--channels", "8,16", "--latent-dim", "4", "--num-embeddings", "16"]
+    return main([*arguments, *sizes, "--batch-size", "8", "--quiet", *extra])
+
+
+def test_train_writes_a_run_resumes_it_and_refuses_other_settings(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "1") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_images"] == 18 and summary["validation_images"] == 2
+    assert summary["epochs"] == 1 and summary["image_shape"] == [16, 16, 1]
+    for name in ("run.json", "metrics.json", "training_log.csv", "reconstructions/epoch_001.png"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").rglob("*tfevents*"))
+    model = vqkeras.from_preset(out / "preset")
+    assert model.num_embeddings == 16
+    # The summary's metrics are the held-out images' metrics of the saved model.
+    held_out = summary["validation"]
+    assert held_out["images"] == 2 and 0 <= held_out["codebook_usage"] <= 1
+
+    # The same command with more epochs continues the run.
+    assert train(data, out, "--epochs", "2") == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    with open(out / "training_log.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    assert (out / "reconstructions" / "epoch_002.png").is_file()
+
+    # Other settings in the same folder are refused, naming what changed.
+    assert train(data, out, "--epochs", "2", "--seed", "5") == 2
+    assert "other settings (seed: 0 -> 5)" in capsys.readouterr().err
+
+
+def test_train_refuses_a_folder_with_other_files_and_bad_arguments(data, tmp_path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert train(data, tmp_path / "busy") == 2
+    assert "is not a vqkeras training run" in capsys.readouterr().err
+    assert train(data, tmp_path / "a", "--validation-fraction", "1.5") == 2
+    assert "--validation-fraction must be in (0, 1). Received: 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(data, tmp_path / "b", "--channels", "8,x")
+    assert "expected positive integers separated by commas" in capsys.readouterr().err
+    assert train(data, tmp_path / "c", "--channels", "8,16,32,64,128") == 2
+    assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
+    out = tmp_path / "ae"
+    arguments = ["train", "--family", "ae", "--data", data, "--out", str(out), "--epochs", "1"]
+    assert main([*arguments, "--channels", "8", "--batch-size", "10", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    images = np.load(data)["images"]
+    order = np.random.default_rng(0).permutation(len(images))
+    held_out = images[order[:2]]
+    expected = evaluate_reconstructions(vqkeras.from_preset(out / "preset"), held_out)
+    np.testing.assert_allclose(summary["validation"]["psnr_db"], expected["psnr_db"], rtol=1e-5)
+    assert "codebook_usage" not in summary["validation"]
