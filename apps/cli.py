@@ -6,6 +6,7 @@
     vqkeras export-latents ...           integer code grids of images, and back (--decode)
     vqkeras sample ...                   new images from a PixelCNN prior
     vqkeras train ...                    fit a model of any family on your images, resumably
+    vqkeras demo --out DIR               all of the above on the shipped samples, offline
 
 Each command prints a JSON summary on stdout; warnings, notices and progress
 bars go to stderr. Errors are one line on stderr with exit code 2 (`--debug`
@@ -83,6 +84,12 @@ def _sample(args):
     from vqkeras.apps import sample
 
     return sample.run(args)
+
+
+def _demo(args):
+    from vqkeras.apps import demo
+
+    return demo.run(args)
 
 
 def _train(args):
@@ -172,7 +179,7 @@ def _first_paragraph(module):
 
 
 def build_parser():
-    from vqkeras.apps import export_latents, reconstruct, sample, train
+    from vqkeras.apps import demo, export_latents, reconstruct, sample, train
     from vqkeras.apps.inputs import INPUT_HELP
 
     from vqkeras.models.factory import FAMILIES
@@ -342,6 +349,15 @@ def build_parser():
     training.add_argument("--seed", type=_non_negative_int, default=0, help="(default: 0)")
     training.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     training.set_defaults(run=_train)
+
+    demonstrating = commands.add_parser(
+        "demo",
+        help="the zoo models on the shipped samples: reconstructions, codes, samples",
+        description=demo.__doc__,
+        formatter_class=formatter,
+    )
+    _add_output_options(demonstrating, "output folder (created if needed)")
+    demonstrating.set_defaults(run=_demo)
     return parser
 
 
