@@ -41,29 +41,9 @@ def _zoo_info(args):
 
 
 def _evaluate(args):
-    from vqkeras.apps.inputs import load_images, model_image_shape
-    from vqkeras.apps.models import load_model
-    from vqkeras.apps.outputs import check_outputs, describe_input
+    from vqkeras.apps import evaluate
 
-    from vqkeras.evaluation import evaluate_reconstructions
-    from vqkeras.file_io import write_json_atomic
-
-    if args.out:
-        check_outputs([args.out], args.overwrite)
-    model = load_model(args.model)
-    channels, size = model_image_shape(model)
-    inputs = load_images(
-        args.input, args.split, channels, size, args.strict, args.limit, args.quiet
-    )
-    metrics = {
-        "model": args.model,
-        **describe_input(args.input, args.split),
-        "skipped": len(inputs.skipped),
-        **evaluate_reconstructions(model, inputs.images, batch_size=args.batch_size),
-    }
-    if args.out:
-        write_json_atomic(args.out, metrics, overwrite=args.overwrite)
-    return metrics
+    return evaluate.run(args)
 
 
 def _reconstruct(args):
@@ -179,7 +159,7 @@ def _first_paragraph(module):
 
 
 def build_parser():
-    from vqkeras.apps import demo, export_latents, reconstruct, sample, train
+    from vqkeras.apps import demo, evaluate, export_latents, reconstruct, sample, train
     from vqkeras.apps.inputs import INPUT_HELP
 
     from vqkeras.models.factory import FAMILIES
@@ -197,15 +177,33 @@ def build_parser():
     info.add_argument("name")
     info.set_defaults(run=_zoo_info)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="reconstruction and codebook metrics of a model on images"
+    evaluating = commands.add_parser(
+        "evaluate",
+        help="a preset's test figures: reconstruction, prior NLL or classifier accuracy",
+        description=evaluate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("model", help="preset name (vqkeras zoo list) or preset folder")
-    _add_input_options(evaluate)
-    _add_run_options(evaluate)
-    evaluate.add_argument("--out", help="also write the metrics to this JSON file")
-    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    evaluate.set_defaults(run=_evaluate)
+    evaluating.add_argument("model", help="preset name (vqkeras zoo list) or preset folder")
+    _add_input_options(evaluating)
+    _add_run_options(evaluating)
+    evaluating.add_argument(
+        "--vqvae", metavar="PRESET_OR_DIR", help="priors: the VQ model that makes the codes"
+    )
+    evaluating.add_argument(
+        "--classifier", metavar="PRESET_OR_DIR", help="priors: the judge of conditional samples"
+    )
+    evaluating.add_argument(
+        "--samples-per-class",
+        type=_non_negative_int,
+        default=100,
+        help="priors: conditional samples per class for the classifier (default: 100; 0: none)",
+    )
+    evaluating.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="priors: sampling seed (default: 0)"
+    )
+    evaluating.add_argument("--out", help="also write the metrics to this JSON file")
+    evaluating.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    evaluating.set_defaults(run=_evaluate)
 
     formatter = argparse.RawDescriptionHelpFormatter
     reconstructing = commands.add_parser(

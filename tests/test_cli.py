@@ -123,3 +123,23 @@ def test_every_command_has_help(command, flags, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: vqkeras {command}")
     assert all(flag in out for flag in [*flags, "--quiet"])
+
+
+def test_evaluate_a_prior_and_a_classifier(tmp_path, capsys):
+    args = ["evaluate", "pixelcnn_vqvae_mnist", "--input", "sample:mnist", "--limit", "64"]
+    assert main([*args, "--samples-per-class", "2"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["vqvae"] == "vqvae_mnist" and metrics["grids"] == 64
+    assert 1.0 < metrics["nll_nats_per_code"] < 2.5
+    assert metrics["conditional_sample_agreement"]["samples"] == 20
+
+    assert main(["evaluate", "mnist_classifier", "--input", "sample:mnist"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.98
+
+    # Conditional priors and classifiers need labels.
+    np.savez(tmp_path / "unlabelled.npz", images=np.zeros((4, 28, 28), "uint8"))
+    unlabelled = ["--input", str(tmp_path / "unlabelled.npz")]
+    assert main(["evaluate", "mnist_classifier", *unlabelled]) == 2
+    assert "needs labelled images" in capsys.readouterr().err
+    assert main(["evaluate", "pixelcnn_vqvae_mnist", *unlabelled]) == 2
+    assert "class-conditional prior needs labelled images" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""`vqkeras evaluate`: the test figures of a model card, recomputed by anyone.
+
+What is measured depends on the preset:
+
+- an autoencoder: MSE, PSNR, SSIM and, for VQ models, codebook usage,
+  perplexity and bits per image (`vqkeras.evaluation.evaluate_reconstructions`);
+- a PixelCNN prior: the NLL of the images' codes under the prior, in
+  nats/code and bits/dim (`evaluate_prior`), the codes made by `--vqvae`
+  (default: the VQ model named in the prior's metadata), with the input's
+  labels for a class-conditional prior; and the agreement of `--classifier`
+  (default: the one in the metadata) with class-conditional samples
+  (`conditional_sample_agreement`, `--samples-per-class`, 0 to skip);
+- a classifier (e.g. `mnist_classifier`): its accuracy on the labelled input.
+"""
+
+import numpy as np
+from vqkeras.apps.inputs import load_images, model_image_shape
+from vqkeras.apps.models import load_model
+from vqkeras.apps.outputs import check_outputs, describe_input
+
+from vqkeras import presets
+from vqkeras.evaluation import (
+    conditional_sample_agreement,
+    encode_indices,
+    evaluate_prior,
+    evaluate_reconstructions,
+)
+from vqkeras.file_io import write_json_atomic
+from vqkeras.models import PixelCNNPrior
+from vqkeras.models.autoencoder_model import AutoencoderModel
+
+
+def _load(args, model):
+    channels, size = model_image_shape(model)
+    return load_images(args.input, args.split, channels, size, args.strict, args.limit, args.quiet)
+
+
+def _labels(inputs, what):
+    if inputs.labels is None:
+        raise ValueError(f"{what} needs labelled images; the input has no labels.")
+    return inputs.labels.astype("int32")
+
+
+def _prior_metrics(args, prior, metadata):
+    vqvae_name = args.vqvae or metadata.get("vqvae")
+    if vqvae_name is None:
+        raise ValueError(f"{args.model!r} names no VQ model in its metadata: pass --vqvae.")
+    vqvae = load_model(vqvae_name)
+    inputs = _load(args, vqvae)
+    labels = _labels(inputs, "A class-conditional prior") if prior.num_classes else None
+    codes = encode_indices(vqvae, inputs.images, args.batch_size)
+    metrics = {"vqvae": vqvae_name, "skipped": len(inputs.skipped)}
+    metrics.update(evaluate_prior(prior, codes, labels, batch_size=args.batch_size))
+    classifier_name = args.classifier or metadata.get("classifier")
+    if prior.num_classes and classifier_name and args.samples_per_class:
+        metrics["classifier"] = classifier_name
+        metrics["conditional_sample_agreement"] = conditional_sample_agreement(
+            prior,
+            vqvae,
+            presets.from_preset(classifier_name),
+            samples_per_class=args.samples_per_class,
+            seed=args.seed,
+        )
+    return metrics
+
+
+def _classifier_metrics(args, classifier):
+    input_shape = classifier.get_build_config()["input_shape"]
+    inputs = load_images(
+        args.input,
+        args.split,
+        input_shape[-1],
+        tuple(input_shape[1:3]),
+        args.strict,
+        args.limit,
+        args.quiet,
+    )
+    labels = _labels(inputs, "A classifier")
+    scores = classifier.predict(inputs.images / 255.0, batch_size=args.batch_size, verbose=0)
+    return {
+        "images": len(labels),
+        "skipped": len(inputs.skipped),
+        "accuracy": float(np.mean(np.argmax(scores, axis=-1) == labels)),
+    }
+
+
+def run(args):
+    if args.out:
+        check_outputs([args.out], args.overwrite)
+    model = presets.from_preset(args.model)
+    if isinstance(model, AutoencoderModel):
+        inputs = _load(args, model)
+        metrics = {
+            "skipped": len(inputs.skipped),
+            **evaluate_reconstructions(model, inputs.images, batch_size=args.batch_size),
+        }
+    elif isinstance(model, PixelCNNPrior):
+        metrics = _prior_metrics(args, model, presets.load_metadata(args.model))
+    else:
+        metrics = _classifier_metrics(args, model)
+    metrics = {"model": args.model, **describe_input(args.input, args.split), **metrics}
+    if args.out:
+        write_json_atomic(args.out, metrics, overwrite=args.overwrite)
+    return metrics
