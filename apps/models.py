@@ -11,7 +11,7 @@ import numpy as np
 from vqkeras.apps.console import progress
 from vqkeras.apps.inputs import model_image_shape
 
-from vqkeras.evaluation import code_statistics
+from vqkeras import evaluation
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.presets import from_preset
 from vqkeras.validation import check_indices
@@ -129,14 +129,5 @@ def decode(model, codes, batch_size, quiet=False):
 
 
 def codebook_statistics(codes, model):
-    """`vqkeras.evaluation.code_statistics` of each level of `codes`, under the
-    names `evaluate_reconstructions` uses (prefixed by level for VQVAE2, with
-    `bits_per_image` the sum over the levels)."""
-    statistics, bits = {}, 0.0
-    for level, grids in codes.items():
-        level_statistics = code_statistics(grids, num_embeddings(model, level))
-        bits += level_statistics["bits_per_image"]
-        prefix = "" if level == SINGLE_LEVEL else f"{level}_"
-        statistics.update({prefix + key: value for key, value in level_statistics.items()})
-    statistics["bits_per_image"] = bits
-    return statistics
+    """`vqkeras.evaluation.codebook_statistics` of `{level: code grids}`."""
+    return evaluation.codebook_statistics(model, codes.get(SINGLE_LEVEL, codes))

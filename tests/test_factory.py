@@ -37,6 +37,10 @@ def test_each_family_is_built_trains_and_reconstructs(family):
         assert 0 < metrics["top_codebook_usage"] <= 1 and metrics["bottom_latent_grid"] == [4, 4]
     elif family == "rqvae":
         assert metrics["latent_grid"] == [4, 4, 2] and metrics["bits_per_image"] == 4 * 4 * 2 * 4
+        # One codebook per level: statistics per level, as in the fit logs.
+        usages = [metrics["codebook_usage_0"], metrics["codebook_usage_1"]]
+        np.testing.assert_allclose(metrics["codebook_usage"], np.mean(usages))
+        assert metrics["latent_grid_1"] == [4, 4] and "perplexity" not in metrics
     elif family in ("vqvae", "ema-vqvae"):
         assert metrics["bits_per_image"] == 4 * 4 * 4.0
     else:

@@ -86,17 +86,48 @@ def evaluate_reconstructions(model, images, batch_size=500):
         "ssim": float(np.mean(ssim_per_image(target, reconstructions))),
     }
     if hasattr(model, "encode_indices"):
-        indices = encode_indices(model, images, batch_size)
-        if isinstance(indices, dict):  # one codebook per grid, e.g. VQ-VAE-2's top and bottom
-            bits = 0.0
-            for level, grid in indices.items():
-                quantizer = getattr(model, f"{level}_quantizer")
-                statistics = code_statistics(grid, quantizer.num_embeddings)
-                bits += statistics["bits_per_image"]
-                metrics.update({f"{level}_{key}": value for key, value in statistics.items()})
-            metrics["bits_per_image"] = bits
-        else:
-            metrics.update(code_statistics(indices, model.num_embeddings))
+        metrics.update(codebook_statistics(model, encode_indices(model, images, batch_size)))
+    return metrics
+
+
+def codebook_statistics(model, indices):
+    """`code_statistics` of a VQ model's codes, per codebook.
+
+    Args:
+        model: the `VQVAE`, `RQVAE` or `VQVAE2` that made `indices`.
+        indices: int codes as `encode_indices` returns them (a dict of grids
+            for `VQVAE2`).
+
+    Returns:
+        For one codebook, the keys of `code_statistics`. With several, those
+        of each codebook, named as in the fit logs: `top_codebook_usage`,
+        ... for `VQVAE2`; `codebook_usage_0`, ... per level of an `RQVAE`
+        (whose `codebook_usage` is then the mean over the levels, and
+        `latent_grid` the whole `(h, w, depth)`); `bits_per_image` is the
+        total.
+    """
+    if isinstance(indices, dict):
+        grids = {
+            f"{level}_{{}}": (grid, getattr(model, f"{level}_quantizer").num_embeddings)
+            for level, grid in indices.items()
+        }
+    elif indices.ndim == 4 and hasattr(model, "depth"):
+        grids = {
+            f"{{}}_{level}": (indices[..., level], model.num_embeddings)
+            for level in range(indices.shape[-1])
+        }
+    else:
+        return code_statistics(indices, model.num_embeddings)
+    metrics, bits, usages = {}, 0.0, []
+    for name, (grid, num_embeddings) in grids.items():
+        statistics = code_statistics(grid, num_embeddings)
+        bits += statistics["bits_per_image"]
+        usages.append(statistics["codebook_usage"])
+        metrics.update({name.format(key): value for key, value in statistics.items()})
+    metrics["bits_per_image"] = bits
+    if not isinstance(indices, dict):
+        metrics["codebook_usage"] = float(np.mean(usages))
+        metrics["latent_grid"] = list(indices.shape[1:])
     return metrics
 
 
