@@ -86,7 +86,7 @@ def test_label_temperature_top_k_and_batches(presets, tmp_path, capsys):
         ("prior", ["--label", 3], r"--label must be in [0, 3) for prior"),
         ("unconditional", ["--label", 0], "is unconditional (no classes)"),
         ("other_prior", [], "samples 7x7 grids of K=8 codes but model"),
-        ("vqvae", [], "holds a VQVAE, not a PixelCNNPrior"),
+        ("vqvae", [], "holds a VQVAE, expected a PixelCNNPrior"),
         ("prior", ["--temperature", 0], "`temperature` must be in (0.0, inf)"),
         ("prior", ["--model", "PRIOR"], "holds a PixelCNNPrior: expected an autoencoder"),
     ],
