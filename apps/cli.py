@@ -25,11 +25,11 @@ def _zoo_list(args):
     from vqkeras import zoo
 
     for name in zoo.list():
-        metrics = zoo.info(name).get("metrics", {})
-        summary = ", ".join(
-            f"{key}={metrics[key]:.4g}" for key in ("psnr_db", "codebook_usage") if key in metrics
-        )
-        print(f"{name}\t{summary}")
+        info = zoo.info(name)
+        metrics = info.get("metrics", {})
+        headline = ("psnr_db", "ssim", "codebook_usage", "nll_nats_per_code", "accuracy")
+        summary = ", ".join(f"{key}={metrics[key]:.4g}" for key in headline if key in metrics)
+        print(f"{name}\t{info['class_name']}\t{summary}")
     return 0
 
 
