@@ -12,6 +12,10 @@ throughput) and `preset/`, the trained model as a preset. A KL-VAE's
 `scaling_factor` (1 / std of its latents, as latent diffusion uses) is
 computed on the training images before it is saved.
 
+`--time-limit-minutes` stops after the epoch that passes that much training
+time; `--schedule-epochs` sets the length of the cosine schedule when it
+differs from `--epochs` (to reproduce a run that a time limit stopped early).
+
 Resuming: run the same command again after an interruption; training restarts
 from the last completed epoch (weights, EMA codebook and optimizer state,
 including the schedule's step), and rerunning a finished run only
@@ -94,6 +98,12 @@ def parse_args(description, argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--schedule-epochs",
+        type=int,
+        default=None,
+        help="length of the cosine learning-rate schedule in epochs (default: --epochs)",
+    )
+    parser.add_argument(
         "--time-limit-minutes",
         type=float,
         default=None,
@@ -107,7 +117,9 @@ def parse_args(description, argv=None):
         help="train on the first N training images only (for quick runs and timing)",
     )
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "limit_train"):
+    if args.schedule_epochs is None:
+        args.schedule_epochs = args.epochs
+    for name in ("epochs", "batch_size", "limit_train", "schedule_epochs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -141,7 +153,7 @@ def main(recipe, description, argv=None):
     keras.utils.set_random_seed(args.seed)
     data = load_npz_splits(args.data, recipe.image_shape, VALIDATION_SIZE, args.limit_train)
     steps_per_epoch = math.ceil(len(data["x_train"]) / args.batch_size)
-    model = build_model(recipe, args.seed, total_steps=args.epochs * steps_per_epoch)
+    model = build_model(recipe, args.seed, total_steps=args.schedule_epochs * steps_per_epoch)
     print(
         f"backend={keras.config.backend()} train={len(data['x_train'])} "
         f"val={len(data['x_val'])} test={len(data['x_test'])} params={model.count_params()}",
@@ -165,6 +177,7 @@ def main(recipe, description, argv=None):
         "keras_version": keras.__version__,
         "vqkeras_version": vqkeras.__version__,
         "epochs_planned": args.epochs,
+        "schedule_epochs": args.schedule_epochs,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "train_images": len(data["x_train"]),
