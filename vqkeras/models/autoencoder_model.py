@@ -66,6 +66,19 @@ class AutoencoderModel(LossTermsModel):
     def call(self, images, training=None):
         return self.compute_outputs(images, training=training)["reconstruction"]
 
+    def check_latents(self, latents):
+        """Raises unless `latents` are floats `(B, h, w, latent_dim)`: what a
+        family with continuous latents decodes."""
+        dtype = validation.dtype_of(latents)
+        shape = tuple(latents.shape)
+        if "float" not in dtype:
+            raise TypeError(f"Expected float latents. Received dtype={dtype}.")
+        if len(shape) != 4 or shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"Expected latents of shape (batch, height, width, {self.latent_dim}). "
+                f"Received shape={shape}."
+            )
+
     def sublayer_build_shapes(self, input_shape):
         """The `(layer, input_shape)` pairs that build the family's sublayers,
         in order, for images of `input_shape`."""

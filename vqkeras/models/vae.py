@@ -160,15 +160,7 @@ class VAE(AutoencoderModel):
 
     def decode(self, latents):
         """Float latents `(B, h, w, D)` to float32 images on the [0, 1] scale."""
-        dtype = validation.dtype_of(latents)
-        shape = tuple(latents.shape)
-        if "float" not in dtype:
-            raise TypeError(f"Expected float latents. Received dtype={dtype}.")
-        if len(shape) != 4 or shape[-1] != self.latent_dim:
-            raise ValueError(
-                f"Expected latents of shape (batch, height, width, {self.latent_dim}). "
-                f"Received shape={shape}."
-            )
+        self.check_latents(latents)
         return self.decoder_outputs_to_images(self.decoder(ops.cast(latents, self.compute_dtype)))
 
     def get_config(self):

@@ -53,7 +53,7 @@ import numpy as np
 
 import vqkeras
 from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
-from vqkeras.file_io import write_json_atomic
+from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.training import completed_epochs, fit_resumable
 
@@ -120,9 +120,7 @@ def export_codes(data_path, vqvae, path):
         "test_codes": encode_indices(vqvae, x_test),
         "test_labels": y_test,
     }
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, **codes)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(f, **codes), mode="wb")
     return codes
 
 
