@@ -251,7 +251,15 @@ def build_parser():
     )
     _add_model_option(sampling, help="the VQ model that decodes the codes: preset or folder")
     sampling.add_argument(
-        "--prior", required=True, metavar="PRESET_OR_DIR", help="PixelCNNPrior preset or folder"
+        "--prior",
+        required=True,
+        metavar="PRESET_OR_DIR",
+        help="PixelCNNPrior preset or folder (for a VQVAE2: the top prior)",
+    )
+    sampling.add_argument(
+        "--bottom-prior",
+        metavar="PRESET_OR_DIR",
+        help="VQVAE2 only: the prior of the bottom grid, conditioned on the top one",
     )
     sampling.add_argument(
         "--num", type=_positive_int, default=64, help="number of samples (default: 64)"

@@ -5,7 +5,8 @@ What is measured depends on the preset:
 - an autoencoder: MSE, PSNR, SSIM and, for VQ models, codebook usage,
   perplexity and bits per image (`vqkeras.evaluation.evaluate_reconstructions`);
 - a PixelCNN prior: the NLL of the images' codes under the prior, in
-  nats/code and bits/dim (`evaluate_prior`), the codes made by `--vqvae`
+  nats/code and bits/dim (`evaluate_prior`; for a VQVAE2, of its top codes,
+  or of its bottom codes given the top ones), the codes made by `--vqvae`
   (default: the VQ model named in the prior's metadata), with the input's
   labels for a class-conditional prior; and the agreement of `--classifier`
   (default: the one in the metadata) with class-conditional samples
@@ -49,10 +50,14 @@ def _prior_metrics(args, prior, metadata):
     inputs = _load(args, vqvae)
     labels = _labels(inputs, "A class-conditional prior") if prior.num_classes else None
     codes = encode_indices(vqvae, inputs.images, args.batch_size)
+    two_levels = isinstance(codes, dict)
+    if two_levels:  # a VQVAE2's top prior, or its bottom prior given the top codes
+        codes = (codes["bottom"], codes["top"]) if prior.conditioned_on_grid else codes["top"]
     metrics = {"vqvae": vqvae_name, "skipped": len(inputs.skipped)}
     metrics.update(evaluate_prior(prior, codes, labels, batch_size=args.batch_size))
     classifier_name = args.classifier or metadata.get("classifier")
-    if prior.num_classes and classifier_name and args.samples_per_class:
+    # Samples of a single prior decode alone only for one-level models.
+    if prior.num_classes and classifier_name and args.samples_per_class and not two_levels:
         metrics["classifier"] = classifier_name
         metrics["conditional_sample_agreement"] = conditional_sample_agreement(
             prior,

@@ -7,11 +7,12 @@ from PIL import Image
 from vqkeras.apps.cli import main
 from vqkeras.apps.images import to_uint8
 
+from vqkeras.models.factory import build_autoencoder
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.presets import from_preset
 
 
-def tiny_prior(num_embeddings=16, grid_shape=(4, 4), num_classes=3):
+def tiny_prior(num_embeddings=16, grid_shape=(4, 4), num_classes=3, **kwargs):
     prior = PixelCNNPrior(
         num_embeddings,
         grid_shape,
@@ -19,8 +20,9 @@ def tiny_prior(num_embeddings=16, grid_shape=(4, 4), num_classes=3):
         filters=8,
         num_blocks=2,
         embedding_dim=4,
+        **kwargs,
     )
-    prior.build((None, *grid_shape))
+    prior.build()
     return prior
 
 
@@ -33,6 +35,16 @@ def presets(tmp_path_factory):
     tiny_prior().save_to_preset(folder / "prior")
     tiny_prior(num_classes=None).save_to_preset(folder / "unconditional")
     tiny_prior(num_embeddings=8, grid_shape=(7, 7)).save_to_preset(folder / "other_prior")
+    # An RQ-VAE (4x4 grids of 2 stacked codes) and a VQ-VAE-2 (2x2 over 4x4) with their priors.
+    sizes = {"latent_dim": 4, "channels": (8, 8), "num_embeddings": 16}
+    build_autoencoder("rqvae", (16, 16, 1), depth=2, **sizes).save_to_preset(folder / "rqvae")
+    tiny_prior(depth=2).save_to_preset(folder / "depth_prior")
+    build_autoencoder("vqvae2", (32, 32, 1), **sizes).save_to_preset(folder / "vqvae2")
+    tiny_prior(grid_shape=(4, 4)).save_to_preset(folder / "top_prior")
+    tiny_prior(
+        grid_shape=(8, 8), condition_num_embeddings=16, condition_grid_shape=(4, 4)
+    ).save_to_preset(folder / "bottom_prior")
+    tiny_prior(grid_shape=(8, 8)).save_to_preset(folder / "plain_bottom")
     return {path.name: str(path) for path in folder.iterdir()}
 
 
@@ -98,3 +110,48 @@ def test_bad_arguments_get_one_line_errors(presets, tmp_path, capsys, prior, ext
     if prior == "other_prior":
         assert presets[prior] in err and presets["vqvae"] in err and "4x4 grids of K=16" in err
     assert not (tmp_path / "codes.npz").exists()
+
+
+def test_rqvae_and_vqvae2_are_sampled_with_their_priors(presets, tmp_path, capsys):
+    argv = ["sample", "--quiet", "--num", 3, "--seed", 1, "--out"]
+    argv += [tmp_path / "rq", "--model", presets["rqvae"], "--prior", presets["depth_prior"]]
+    assert main([str(value) for value in argv]) == 0
+    with np.load(tmp_path / "rq" / "codes.npz") as data:
+        assert data["indices"].shape == (3, 4, 4, 2) and data["indices"].max() < 16
+    argv = ["sample", "--quiet", "--num", 3, "--seed", 1, "--batch-size", 2, "--out"]
+    argv += [tmp_path / "vq2", "--model", presets["vqvae2"], "--prior", presets["top_prior"]]
+    argv += ["--bottom-prior", presets["bottom_prior"]]
+    assert main([str(value) for value in argv]) == 0
+    with np.load(tmp_path / "vq2" / "codes.npz") as data:
+        top, bottom, labels = data["top"], data["bottom"], data["labels"]
+    assert top.shape == (3, 4, 4) and bottom.shape == (3, 8, 8)
+    # The bottom codes are those the bottom prior draws given the top ones
+    # (second batch: seed 1 + 1, and the bottom prior's seed 3 past it).
+    bottom_prior = from_preset(presets["bottom_prior"])
+    expected = bottom_prior.sample(1, labels=labels[2:], condition=top[2:], seed=2 + 3)
+    np.testing.assert_array_equal(bottom[2:], to_numpy(expected))
+    summaries = capsys.readouterr().out
+    assert presets["bottom_prior"] in summaries
+
+
+@pytest.mark.parametrize(
+    "model, priors, message",
+    [
+        ("vqvae2", ["top_prior"], "give --prior for the top grid and --bottom-prior"),
+        ("vqvae2", ["top_prior", "top_prior"], "decodes 8x8 grids of K=16 codes"),
+        ("vqvae2", ["top_prior", "plain_bottom"], "needs 4x4 grids of K=16 codes for model"),
+        ("vqvae2", ["bottom_prior", "bottom_prior"], "samples 8x8 grids of K=16 codes"),
+        ("vqvae", ["prior", "bottom_prior"], "--bottom-prior is for a VQVAE2's two levels"),
+        ("rqvae", ["prior"], "samples 4x4 grids of K=16 codes but model"),
+    ],
+)
+def test_priors_that_do_not_fit_the_levels_get_one_line_errors(
+    presets, tmp_path, capsys, model, priors, message
+):
+    argv = ["sample", "--num", 2, "--out", tmp_path, "--model", presets[model]]
+    argv += ["--prior", presets[priors[0]]]
+    if len(priors) == 2:
+        argv += ["--bottom-prior", presets[priors[1]]]
+    assert main([str(value) for value in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

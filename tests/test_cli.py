@@ -7,6 +7,11 @@ import numpy as np
 import pytest
 from vqkeras.apps.cli import main
 
+from vqkeras.evaluation import evaluate_prior
+from vqkeras.models.factory import build_autoencoder
+from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.presets import from_preset
+
 
 def test_zoo_list_and_info(capsys):
     assert main(["zoo", "list"]) == 0
@@ -143,3 +148,33 @@ def test_evaluate_a_prior_and_a_classifier(tmp_path, capsys):
     assert "needs labelled images" in capsys.readouterr().err
     assert main(["evaluate", "pixelcnn_vqvae_mnist", *unlabelled]) == 2
     assert "class-conditional prior needs labelled images" in capsys.readouterr().err
+
+
+def test_evaluate_the_priors_of_a_vqvae2(tmp_path, capsys):
+    sizes = {"latent_dim": 4, "channels": (8, 8), "num_embeddings": 16}
+    build_autoencoder("vqvae2", (32, 32, 1), **sizes).save_to_preset(tmp_path / "vqvae2")
+    arguments = {"num_classes": 3, "filters": 8, "num_blocks": 2, "embedding_dim": 4}
+    priors = {
+        "top": PixelCNNPrior(16, (4, 4), **arguments),
+        "bottom": PixelCNNPrior(
+            16, (8, 8), condition_num_embeddings=16, condition_grid_shape=(4, 4), **arguments
+        ),
+    }
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 32, 32), dtype="uint8")
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    np.savez(tmp_path / "data.npz", images=images, labels=labels)
+    codes = from_preset(str(tmp_path / "vqvae2")).encode_indices(images[..., None])
+    expected = {
+        "top": evaluate_prior(priors["top"], codes["top"], labels),
+        "bottom": evaluate_prior(priors["bottom"], (codes["bottom"], codes["top"]), labels),
+    }
+    for level, prior in priors.items():
+        prior.save_to_preset(tmp_path / level, metadata={"vqvae": str(tmp_path / "vqvae2")})
+        args = ["evaluate", str(tmp_path / level), "--input", str(tmp_path / "data.npz")]
+        assert main(args) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["grids"] == 6
+        np.testing.assert_allclose(
+            metrics["nll_nats_per_code"], expected[level]["nll_nats_per_code"], rtol=1e-5
+        )

@@ -123,15 +123,43 @@ def test_class_bias_changes_the_output_and_labels_are_checked():
         GatedPixelCNNBlock("A", filters=3)((x, x), labels=np.array([0, 1]))
 
 
+def test_spatial_condition_is_added_everywhere_and_checked():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    condition = rng.normal(size=(2, 4, 4, 5)).astype("float32")
+    block = GatedPixelCNNBlock("A", filters=3, condition_channels=5)
+    vertical, horizontal = block((x, x), condition=condition)
+    # The projected condition is a bias of the vertical pre-activation: the
+    # NumPy gate of (shifted convolution + 1x1 projection of the condition).
+    _, pre_activation = block.vertical_stack(x, condition=condition)
+    kernel, bias = (to_numpy(w) for w in block.condition_projection.weights)
+    pre = to_numpy(pre_activation) + condition @ kernel[0, 0] + bias
+    expected = np.tanh(pre[..., :3]) / (1.0 + np.exp(-pre[..., 3:]))
+    np.testing.assert_allclose(to_numpy(vertical), expected, atol=1e-5)
+    # The condition may be seen at every position, the first one included.
+    changed = condition.copy()
+    changed[:, 3, 3] += 1.0
+    other = to_numpy(block((x, x), condition=changed)[1])
+    assert np.abs(other[:, 3, 3] - to_numpy(horizontal)[:, 3, 3]).max() > 1e-4
+    np.testing.assert_allclose(other[:, :3], to_numpy(horizontal)[:, :3], atol=1e-6)
+    with pytest.raises(ValueError, match="condition_channels=5: a condition is required"):
+        block((x, x))
+    with pytest.raises(ValueError, match="condition_channels=None: a condition is not accepted"):
+        GatedPixelCNNBlock("A", filters=3)((x, x), condition=condition)
+
+
 def test_config_round_trip_gives_identical_outputs():
     x = np.random.default_rng(6).normal(size=(2, 4, 4, 3)).astype("float32")
     labels = np.array([0, 2], dtype="int32")
-    block = GatedPixelCNNBlock("A", filters=3, kernel_size=5, num_classes=3, name="gated")
-    expected = [to_numpy(t) for t in block((x, x), labels=labels)]
+    condition = np.random.default_rng(8).normal(size=(2, 4, 4, 2)).astype("float32")
+    block = GatedPixelCNNBlock(
+        "A", filters=3, kernel_size=5, num_classes=3, condition_channels=2, name="gated"
+    )
+    expected = [to_numpy(t) for t in block((x, x), labels=labels, condition=condition)]
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(block))
     assert restored.get_config() == block.get_config()
     restored.set_weights(block.get_weights())
-    for got, want in zip(restored((x, x), labels=labels), expected):
+    for got, want in zip(restored((x, x), labels=labels, condition=condition), expected):
         np.testing.assert_allclose(to_numpy(got), want, atol=1e-6)
 
 
@@ -142,6 +170,7 @@ def test_config_round_trip_gives_identical_outputs():
         ({"filters": 0}, "filters=0"),
         ({"kernel_size": 4}, "kernel_size=4"),
         ({"num_classes": -1}, "num_classes=-1"),
+        ({"condition_channels": 0}, "condition_channels=0"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

@@ -260,3 +260,145 @@ def test_bad_constructor_arguments_raise(kwargs, match):
     arguments = {"num_embeddings": K, "grid_shape": (4, 4), **kwargs}
     with pytest.raises(ValueError, match=match):
         PixelCNNPrior(**arguments)
+
+
+# -- stacked codes (RQ-VAE) and a condition grid (VQ-VAE-2) -------------------
+
+DEPTH = 2
+TOP_K = 5
+
+
+def depth_prior(**kwargs):
+    return tiny_prior(grid_shape=(2, 3), depth=DEPTH, **kwargs)
+
+
+def grid_conditioned_prior(**kwargs):
+    return tiny_prior(condition_num_embeddings=TOP_K, condition_grid_shape=(2, 2), **kwargs)
+
+
+def random_codes(shape, high, seed):
+    return np.random.default_rng(seed).integers(0, high, size=shape).astype("int32")
+
+
+def code_dependence(prior, codes, inputs=lambda codes: codes):
+    """`seen[i, j]`: changing code i (raster order, levels innermost) changes the logits of code j."""
+    flat = codes.reshape(-1)
+    perturbed = np.repeat(flat[None], flat.size, axis=0)
+    perturbed[np.arange(flat.size), np.arange(flat.size)] += 1
+    perturbed %= K
+    batch = np.concatenate([flat[None], perturbed]).reshape(flat.size + 1, *codes.shape)
+    logits = to_numpy(prior(inputs(batch))).reshape(flat.size + 1, flat.size, K)
+    return np.abs(logits[1:] - logits[:1]).max(axis=-1) > 1e-6
+
+
+def test_depth_prior_predicts_each_code_from_all_codes_before_it():
+    prior = depth_prior(num_blocks=2)
+    codes = random_codes((2, 3, DEPTH), K, seed=0)
+    assert to_numpy(prior(codes[None])).shape == (1, 2, 3, DEPTH, K)
+    # Codes come in raster order with the levels of a position innermost:
+    # the logits of code j depend on exactly the codes before j.
+    seen = code_dependence(prior, codes)
+    np.testing.assert_array_equal(seen, np.tri(codes.size, k=-1, dtype=bool).T)
+
+
+def test_grid_conditioned_prior_is_causal_in_its_codes_and_sees_the_whole_condition():
+    prior = grid_conditioned_prior(num_blocks=4)
+    codes = random_codes((4, 4), K, seed=1)
+    condition = random_codes((1, 2, 2), TOP_K, seed=2)
+    seen = code_dependence(
+        prior, codes, lambda batch: (batch, np.repeat(condition, len(batch), axis=0))
+    )
+    np.testing.assert_array_equal(seen, np.tri(codes.size, k=-1, dtype=bool).T)
+    # Changing the last condition code changes the logits of the first position.
+    changed = condition.copy()
+    changed[0, 1, 1] = (changed[0, 1, 1] + 1) % TOP_K
+    first = to_numpy(prior((codes[None], condition)))[0, 0, 0]
+    assert np.abs(to_numpy(prior((codes[None], changed)))[0, 0, 0] - first).max() > 1e-6
+
+
+@pytest.mark.parametrize("kind", ["depth", "condition"])
+def test_greedy_samples_are_the_argmax_of_their_own_logits(kind):
+    prior = depth_prior() if kind == "depth" else grid_conditioned_prior(num_classes=3)
+    prior.build()
+    kernel, _ = prior.head_logits.get_weights()
+    prior.head_logits.set_weights([kernel, np.random.default_rng(0).normal(size=K)])
+    arguments = {}
+    if kind == "condition":
+        arguments = {"labels": np.array([0, 2, 1]), "condition": random_codes((3, 2, 2), TOP_K, 3)}
+    codes = to_numpy(prior.sample(3, top_k=1, seed=0, **arguments))
+    assert codes.shape == (3, *prior.code_shape) and codes.dtype == np.int32
+    inputs = codes if kind == "depth" else (codes, arguments["condition"], arguments["labels"])
+    np.testing.assert_array_equal(np.argmax(to_numpy(prior(inputs)), axis=-1), codes)
+
+
+def test_depth_samples_are_valid_and_seeds_reproduce_them():
+    prior = depth_prior()
+    first = to_numpy(prior.sample(5, seed=3))
+    assert first.shape == (5, 2, 3, DEPTH) and first.min() >= 0 and first.max() < K
+    np.testing.assert_array_equal(first, to_numpy(prior.sample(5, seed=3)))
+    assert (first != to_numpy(prior.sample(5, seed=4))).any()
+
+
+def test_depth_and_grid_conditioned_priors_learn_and_log_nats_per_code():
+    # Level 1 repeats level 0, and the bottom grid is the top one repeated:
+    # both are predictable, so the NLL must fall far below log K.
+    top = random_codes((64, 2, 2), TOP_K, seed=4)
+    bottom = np.repeat(np.repeat(top, 2, axis=1), 2, axis=2)
+    depth_codes = np.stack([random_codes((64, 2, 3), K, seed=5)] * DEPTH, axis=-1)
+    for prior, x in ((grid_conditioned_prior(), (bottom, top)), (depth_prior(), depth_codes)):
+        prior.compile(optimizer=keras.optimizers.Adam(0.02))
+        history = prior.fit(x, epochs=20, batch_size=32, verbose=0).history
+        assert history["nll"][0] > 0.8 * math.log(K)
+        limit = 0.5 if prior.depth is None else 0.6 * math.log(K)
+        assert history["nll"][-1] < limit, (prior.depth, history["nll"][-1])
+
+
+def test_depth_and_grid_conditioned_priors_round_trip(tmp_path):
+    codes = random_codes((3, 4, 4), K, seed=6)
+    condition = random_codes((3, 2, 2), TOP_K, seed=7)
+    for prior, inputs in (
+        (grid_conditioned_prior(num_classes=3), (codes, condition, np.array([0, 1, 2]))),
+        (depth_prior(), random_codes((3, 2, 3, DEPTH), K, seed=8)),
+    ):
+        expected = to_numpy(prior(inputs))
+        path = str(tmp_path / f"{prior.name}.keras")
+        prior.save(path)
+        restored = keras.saving.load_model(path, compile=False)
+        assert restored.get_config() == prior.get_config()
+        np.testing.assert_allclose(to_numpy(restored(inputs)), expected, atol=1e-6)
+
+
+def test_grid_conditioned_prior_checks_its_condition():
+    prior = grid_conditioned_prior()
+    codes = random_codes((2, 4, 4), K, seed=9)
+    condition = random_codes((2, 2, 2), TOP_K, seed=10)
+    with pytest.raises(ValueError, match=r"expected inputs \(grids, condition_grids\)"):
+        prior(codes)
+    with pytest.raises(ValueError, match=r"condition codes in \[0, 5\)"):
+        prior((codes, condition + TOP_K))
+    with pytest.raises(ValueError, match=r"condition codes of shape \(2, 2, 2\).*\(2, 4, 4\)"):
+        prior((codes, codes))
+    with pytest.raises(ValueError, match=r"condition codes of shape \(batch, 2, 2\) are required"):
+        prior.sample(2)
+    with pytest.raises(ValueError, match=r"shape \(3, 2, 2\).*Received shape=\(2, 2, 2\)"):
+        prior.sample(3, condition=condition)
+    with pytest.raises(TypeError, match="integer condition codes"):
+        prior.sample(2, condition=condition.astype("float32"))
+    with pytest.raises(ValueError, match="no condition grid.*not accepted"):
+        tiny_prior().sample(2, condition=condition)
+    with pytest.raises(ValueError, match=r"shape \(batch, 2, 3, 2\)\. Received shape=\(2, 2, 3\)"):
+        depth_prior()(codes[:, :2, :3])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"depth": 0}, "depth=0"),
+        ({"condition_num_embeddings": 4}, "set together"),
+        ({"condition_grid_shape": (2, 2)}, "set together"),
+        ({"condition_num_embeddings": 4, "condition_grid_shape": (3, 3)}, r"dividing.*\(3, 3\)"),
+    ],
+)
+def test_bad_depth_and_condition_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PixelCNNPrior(K, (4, 4), **kwargs)

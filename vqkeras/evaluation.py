@@ -134,6 +134,10 @@ def codebook_statistics(model, indices):
 def evaluate_prior(prior, codes, labels=None, batch_size=500):
     """Negative log-likelihood of code grids under a `PixelCNNPrior`.
 
+    `codes` are the prior's code grids, or for a prior with a condition grid
+    the pair `(codes, condition_codes)`; `labels` the class labels of a
+    class-conditional prior.
+
     Returns:
         A dict: `grids`; `nll_nats_per_code` (mean cross-entropy of each code
         given the codes before it in raster order, and the label for a
@@ -144,7 +148,8 @@ def evaluate_prior(prior, codes, labels=None, batch_size=500):
     if not prior.compiled:  # a loaded preset: evaluate needs no optimizer
         prior.compile()
     results = prior.evaluate(codes, labels, batch_size=batch_size, verbose=0, return_dict=True)
-    metrics = {"grids": len(codes), "nll_nats_per_code": float(results["nll"])}
+    grids = len(codes[0]) if isinstance(codes, (tuple, list)) else len(codes)
+    metrics = {"grids": grids, "nll_nats_per_code": float(results["nll"])}
     if "bits_per_dim" in results:
         metrics["bits_per_dim"] = float(results["bits_per_dim"])
     return metrics

@@ -20,7 +20,12 @@ class GatedPixelCNNBlock(layers.Layer):
     residual connection. Type "A" blocks have no residual, since their input
     still holds the current pixel. With `num_classes`, a learned per-class
     bias (an `Embedding` of `num_classes` to `2 * filters`) is added to the
-    pre-activations of both stacks.
+    pre-activations of both stacks. With `condition_channels`, a spatial
+    condition (features of the same height and width, e.g. an upsampled
+    coarser code grid that is known before sampling) adds a 1x1 convolution
+    of itself to both pre-activations, the location-dependent conditioning
+    of the Gated PixelCNN paper: the condition may be seen everywhere, so it
+    does not break the causality of the stacks.
 
     Use type "A" for the first block (its inputs are the embedded pixels
     themselves) and type "B" for the blocks after it.
@@ -34,6 +39,8 @@ class GatedPixelCNNBlock(layers.Layer):
             `kernel_size // 2 + 1` columns of the current row.
         num_classes: number of classes for the class-conditional bias, or
             None for an unconditional block.
+        condition_channels: channels of the spatial condition, or None for
+            a block without one.
         **kwargs: base layer keyword arguments.
 
     Call arguments:
@@ -42,6 +49,8 @@ class GatedPixelCNNBlock(layers.Layer):
             the embedded input.
         labels: int tensor `(batch,)` in `[0, num_classes)`; required iff
             `num_classes` is set.
+        condition: tensor `(batch, height, width, condition_channels)`;
+            required iff `condition_channels` is set.
 
     Returns:
         Pair `(vertical, horizontal)` of tensors `(batch, height, width,
@@ -62,7 +71,9 @@ class GatedPixelCNNBlock(layers.Layer):
         Decoders", 2016.
     """
 
-    def __init__(self, mask_type, filters, kernel_size=3, num_classes=None, **kwargs):
+    def __init__(
+        self, mask_type, filters, kernel_size=3, num_classes=None, condition_channels=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if mask_type not in MASK_TYPES:
             raise ValueError(f'`mask_type` must be "A" or "B". Received: mask_type={mask_type!r}')
@@ -73,6 +84,11 @@ class GatedPixelCNNBlock(layers.Layer):
             raise ValueError(f"`kernel_size` must be odd. Received: kernel_size={kernel_size!r}")
         self.num_classes = (
             None if num_classes is None else validation.positive_int("num_classes", num_classes)
+        )
+        self.condition_channels = (
+            None
+            if condition_channels is None
+            else validation.positive_int("condition_channels", condition_channels)
         )
         half = self.kernel_size // 2
         self.vertical_conv = layers.Conv2D(
@@ -99,6 +115,11 @@ class GatedPixelCNNBlock(layers.Layer):
             self.class_embedding = layers.Embedding(
                 self.num_classes, 2 * self.filters, name="class_embedding", dtype=self.dtype_policy
             )
+        self.condition_projection = None
+        if self.condition_channels is not None:
+            self.condition_projection = layers.Conv2D(
+                2 * self.filters, 1, name="condition_projection", dtype=self.dtype_policy
+            )
 
     def _split_shapes(self, input_shape):
         shapes = tuple(tuple(shape) for shape in input_shape)
@@ -124,29 +145,41 @@ class GatedPixelCNNBlock(layers.Layer):
         self.horizontal_output.build(tuple(horizontal_shape[:-1]) + (self.filters,))
         if self.class_embedding is not None:
             self.class_embedding.build((None,))
+        if self.condition_projection is not None:
+            self.condition_projection.build((None, None, None, self.condition_channels))
 
     @staticmethod
     def _gate(x):
         tanh_half, sigmoid_half = ops.split(x, 2, axis=-1)
         return ops.tanh(tanh_half) * ops.sigmoid(sigmoid_half)
 
-    def _class_bias(self, labels):
+    def _conditioning_bias(self, labels, condition):
+        """The class bias plus the projected spatial condition (or 0.0)."""
         if (labels is None) != (self.class_embedding is None):
             raise ValueError(
                 f"This block has num_classes={self.num_classes}: labels are "
                 f"{'required' if labels is None else 'not accepted'}."
             )
-        if labels is None:
-            return 0.0
-        return self.class_embedding(labels)[:, None, None, :]
+        if (condition is None) != (self.condition_projection is None):
+            raise ValueError(
+                f"This block has condition_channels={self.condition_channels}: a condition is "
+                f"{'required' if condition is None else 'not accepted'}."
+            )
+        bias = 0.0
+        if labels is not None:
+            bias = self.class_embedding(labels)[:, None, None, :]
+        if condition is not None:
+            condition = ops.convert_to_tensor(condition, dtype=self.compute_dtype)
+            bias = bias + self.condition_projection(condition)
+        return bias
 
-    def vertical_stack(self, vertical, labels=None):
+    def vertical_stack(self, vertical, labels=None, condition=None):
         """The vertical half of the block.
 
         Returns `(output, pre_activation)`: the gated output `(batch, height,
         width, filters)` for the next block's vertical stack, and the
         pre-activation `(batch, height, width, 2 * filters)` (without the class
-        bias) that `horizontal_stack` takes. Row i of both depends only on
+        bias and the condition) that `horizontal_stack` takes. Row i of both depends only on
         rows < i of the input of the first block. The vertical stack never
         reads the horizontal one, so a sampler can compute it once per row.
         """
@@ -160,28 +193,30 @@ class GatedPixelCNNBlock(layers.Layer):
         pre_activation = self.vertical_conv(padded)
         if shift:
             pre_activation = pre_activation[:, :-1]
-        return self._gate(pre_activation + self._class_bias(labels)), pre_activation
+        bias = self._conditioning_bias(labels, condition)
+        return self._gate(pre_activation + bias), pre_activation
 
-    def horizontal_stack(self, horizontal, vertical_pre_activation, labels=None):
+    def horizontal_stack(self, horizontal, vertical_pre_activation, labels=None, condition=None):
         """The horizontal half of the block: output `(batch, height, width,
         filters)` from the horizontal input and the vertical pre-activation of
         the same rows (from `vertical_stack`). It mixes pixels within a row
-        only, so it also runs on a single row `(batch, 1, width, channels)`."""
+        only, so it also runs on a single row `(batch, 1, width, channels)`
+        (with that row of the condition)."""
         horizontal = ops.convert_to_tensor(horizontal, dtype=self.compute_dtype)
         pre_activation = (
             self.horizontal_conv(horizontal)
             + self.vertical_to_horizontal(vertical_pre_activation)
-            + self._class_bias(labels)
+            + self._conditioning_bias(labels, condition)
         )
         output = self.horizontal_output(self._gate(pre_activation))
         if self.mask_type == "B":
             output = output + horizontal
         return output
 
-    def call(self, inputs, labels=None, training=None):
+    def call(self, inputs, labels=None, condition=None, training=None):
         vertical, horizontal = inputs
-        vertical, pre_activation = self.vertical_stack(vertical, labels)
-        return vertical, self.horizontal_stack(horizontal, pre_activation, labels)
+        vertical, pre_activation = self.vertical_stack(vertical, labels, condition)
+        return vertical, self.horizontal_stack(horizontal, pre_activation, labels, condition)
 
     def compute_output_shape(self, input_shape):
         vertical_shape, horizontal_shape = self._split_shapes(input_shape)
@@ -198,6 +233,7 @@ class GatedPixelCNNBlock(layers.Layer):
                 "filters": self.filters,
                 "kernel_size": self.kernel_size,
                 "num_classes": self.num_classes,
+                "condition_channels": self.condition_channels,
             }
         )
         return config
