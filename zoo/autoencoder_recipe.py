@@ -69,6 +69,7 @@ class AutoencoderRecipe:
         test_split: what the test data is, for the model card.
         num_embeddings: codebook size K of a VQ family.
         kl_weight: the KL weight of a KL-VAE.
+        depth: quantization levels of an RQ-VAE.
     """
 
     name: str
@@ -83,10 +84,11 @@ class AutoencoderRecipe:
     test_split: str
     num_embeddings: int | None = None
     kl_weight: float | None = None
+    depth: int | None = None
 
     def family_arguments(self):
         """The family's own arguments of `build_autoencoder`."""
-        names = ("num_embeddings", "kl_weight")
+        names = ("num_embeddings", "kl_weight", "depth")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 

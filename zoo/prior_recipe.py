@@ -1,0 +1,288 @@
+"""The recipe of the PixelCNN prior presets: `zoo/<preset>/recipe.py` names the
+VQ-VAE preset, the data and the sizes; this module does the rest.
+
+It encodes the images of a keras.datasets-layout .npz into code grids with
+the VQ-VAE, trains a class-conditional `vqkeras.models.PixelCNNPrior` on the
+training grids with their labels (the last 5000 training images held out for
+validation, as in the autoencoder recipes), then measures the prior on the
+test grids and writes everything to `--out`:
+
+    codes.npz            the exported int32 code grids and labels of every split
+    samples.npz          sampled code grids (10 per class) and their decoded images
+    samples.png          those images, one row per class
+    metrics.json         test-split NLL (nats/code) and bits/dim, timings, and
+                         (where the recipe names a classifier) the agreement of
+                         that classifier with 1000 class-conditional samples
+    preset/              the trained prior as a preset: what zoo/<preset>/ ships
+
+plus the files of `vqkeras.training.fit_resumable` (training_log.csv,
+timing.json, checkpoints/, backup/).
+
+`--schedule-epochs` sets the length of the cosine learning-rate schedule when
+it differs from `--epochs` (to reproduce a run that a time limit stopped
+early); `--time-limit-minutes` stops training after the epoch that passes
+that much training time.
+
+Resuming: run the same command again after an interruption; training restarts
+from the last completed epoch. To start afresh, use a new `--out` directory.
+
+Test metrics: `nll_nats_per_code` is the mean cross-entropy of the test codes
+given the codes before them and the class label; `bits_per_dim` the NLL of a
+whole grid in bits divided by the pixel values of an image (H * W * C).
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+import vqkeras
+from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
+from vqkeras.file_io import write_atomic, write_json_atomic
+from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.training import completed_epochs, fit_resumable, load_npz_splits
+
+LEARNING_RATE = 1e-3
+FINAL_LEARNING_RATE_FRACTION = 0.05
+VALIDATION_SIZE = 5000
+EVAL_BATCH_SIZE = 500
+SAMPLES_PER_CLASS = 10
+AGREEMENT_SAMPLES_PER_CLASS = 100
+# The sample check's ceiling: this much above the NLL measured at save time.
+SAMPLE_NLL_MARGIN = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorRecipe:
+    """What differs between the prior presets.
+
+    Attributes:
+        name: the preset's name (also the model's).
+        vqvae: the VQ-VAE preset whose codes are modelled (a shipped name).
+        image_shape: `(height, width, channels)` of the dataset's images.
+        num_classes: classes of the dataset's labels (the conditioning).
+        sample: the `vqkeras.samples` name that the preset's test checks.
+        dataset: what the images are, for the model card, e.g. "MNIST".
+        classifier: a classifier preset that judges the class-conditional
+            samples, or None to skip that measurement.
+        filters, num_blocks, kernel_size, embedding_dim: the prior's sizes
+            (see `PixelCNNPrior`).
+    """
+
+    name: str
+    vqvae: str
+    image_shape: tuple
+    num_classes: int
+    sample: str
+    dataset: str
+    classifier: str | None = None
+    filters: int = 64
+    num_blocks: int = 4
+    kernel_size: int = 5
+    embedding_dim: int = 64
+
+
+def parse_args(recipe, description, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help=".npz in the keras.datasets layout")
+    parser.add_argument(
+        "--vqvae", default=recipe.vqvae, help="VQ-VAE preset: a shipped name or a folder"
+    )
+    if recipe.classifier:
+        parser.add_argument(
+            "--classifier",
+            default=recipe.classifier,
+            help="classifier preset that judges the class-conditional samples",
+        )
+    parser.add_argument("--out", required=True, help="output directory (created if needed)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--schedule-epochs",
+        type=int,
+        default=None,
+        help="length of the cosine learning-rate schedule in epochs (default: --epochs)",
+    )
+    parser.add_argument("--time-limit-minutes", type=float, default=None)
+    args = parser.parse_args(argv)
+    if args.schedule_epochs is None:
+        args.schedule_epochs = args.epochs
+    for name in ("epochs", "batch_size", "schedule_epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.time_limit_minutes is not None and args.time_limit_minutes <= 0:
+        parser.error("--time-limit-minutes must be positive")
+    args.classifier = getattr(args, "classifier", None)
+    return args
+
+
+def export_codes(data_path, image_shape, vqvae, path):
+    """Code grids and labels of the train / validation / test splits, cached in `path`."""
+    if os.path.exists(path):
+        with np.load(path, allow_pickle=False) as codes:
+            return {name: codes[name] for name in codes.files}
+    data = load_npz_splits(data_path, image_shape, VALIDATION_SIZE)
+    codes = {}
+    for split in ("train", "val", "test"):
+        codes[f"{split}_codes"] = encode_indices(vqvae, data[f"x_{split}"])
+        codes[f"{split}_labels"] = data[f"y_{split}"]
+    write_atomic(path, lambda f: np.savez(f, **codes), mode="wb")
+    return codes
+
+
+def save_samples(recipe, prior, vqvae, out, seed):
+    """Samples 10 grids per class, decodes them and writes samples.npz / samples.png."""
+    labels = np.repeat(np.arange(recipe.num_classes), SAMPLES_PER_CLASS).astype("int32")
+    start = time.perf_counter()
+    codes = keras.ops.convert_to_numpy(prior.sample(len(labels), labels=labels, seed=seed))
+    sampling_time = time.perf_counter() - start
+    images = np.clip(keras.ops.convert_to_numpy(vqvae.decode_indices(codes)), 0.0, 1.0)
+    np.savez(os.path.join(out, "samples.npz"), codes=codes, labels=labels, images=images)
+    height, width, channels = recipe.image_shape
+    mosaic = images.reshape(recipe.num_classes, SAMPLES_PER_CLASS, height, width, channels)
+    mosaic = mosaic.transpose(0, 2, 1, 3, 4).reshape(
+        recipe.num_classes * height, SAMPLES_PER_CLASS * width, channels
+    )
+    keras.utils.save_img(os.path.join(out, "samples.png"), mosaic, scale=True)
+    return sampling_time
+
+
+def build_prior(recipe, num_embeddings, grid_shape, total_steps):
+    """The prior of `recipe`, built and compiled."""
+    prior = PixelCNNPrior(
+        num_embeddings=num_embeddings,
+        grid_shape=grid_shape,
+        num_classes=recipe.num_classes,
+        filters=recipe.filters,
+        num_blocks=recipe.num_blocks,
+        kernel_size=recipe.kernel_size,
+        embedding_dim=recipe.embedding_dim,
+        image_size=recipe.image_shape,
+        name=recipe.name,
+    )
+    prior.build((None, *grid_shape))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        LEARNING_RATE, decay_steps=total_steps, alpha=FINAL_LEARNING_RATE_FRACTION
+    )
+    prior.compile(optimizer=keras.optimizers.Adam(schedule))
+    return prior
+
+
+def main(recipe, description, argv=None):
+    """Trains, measures and saves the prior preset of `recipe` (see the module docstring)."""
+    args = parse_args(recipe, description, argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    keras.utils.set_random_seed(args.seed)
+    vqvae = vqkeras.from_preset(args.vqvae)
+    start = time.perf_counter()
+    codes = export_codes(args.data, recipe.image_shape, vqvae, os.path.join(args.out, "codes.npz"))
+    export_time = time.perf_counter() - start
+    grid_shape = codes["train_codes"].shape[1:]
+    steps_per_epoch = math.ceil(len(codes["train_codes"]) / args.batch_size)
+    prior = build_prior(
+        recipe, vqvae.num_embeddings, grid_shape, args.schedule_epochs * steps_per_epoch
+    )
+    print(
+        f"backend={keras.config.backend()} grids train={len(codes['train_codes'])} "
+        f"val={len(codes['val_codes'])} test={len(codes['test_codes'])} grid={grid_shape} "
+        f"K={vqvae.num_embeddings} params={prior.count_params()}",
+        flush=True,
+    )
+
+    start = time.perf_counter()
+    history, timer = fit_resumable(
+        prior,
+        codes["train_codes"],
+        args.out,
+        y=codes["train_labels"],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(codes["val_codes"], codes["val_labels"]),
+        time_limit_minutes=args.time_limit_minutes,
+    )
+    fit_time = time.perf_counter() - start
+
+    test = evaluate_prior(
+        prior, codes["test_codes"], codes["test_labels"], batch_size=EVAL_BATCH_SIZE
+    )
+    sampling_time = save_samples(recipe, prior, vqvae, args.out, args.seed)
+    if args.classifier:
+        test["conditional_sample_agreement"] = conditional_sample_agreement(
+            prior,
+            vqvae,
+            vqkeras.from_preset(args.classifier),
+            samples_per_class=AGREEMENT_SAMPLES_PER_CLASS,
+            seed=args.seed,
+        )
+    metrics = {
+        "backend": keras.config.backend(),
+        "keras_version": keras.__version__,
+        "vqkeras_version": vqkeras.__version__,
+        "vqvae": args.vqvae,
+        "epochs_this_session": len(history.epoch),
+        "epochs_planned": args.epochs,
+        "schedule_epochs": args.schedule_epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "train_grids": len(codes["train_codes"]),
+        "validation_grids": len(codes["val_codes"]),
+        "test_grids": len(codes["test_codes"]),
+        "grid_shape": list(grid_shape),
+        "num_embeddings": vqvae.num_embeddings,
+        "filters": recipe.filters,
+        "num_blocks": recipe.num_blocks,
+        "kernel_size": recipe.kernel_size,
+        "embedding_dim": recipe.embedding_dim,
+        "parameters": prior.count_params(),
+        "code_export_time_s": export_time,
+        "fit_time_this_session_s": fit_time,
+        "final_validation": {
+            name: values[-1] for name, values in history.history.items() if name.startswith("val_")
+        },
+        "sampling_time_100_grids_s": sampling_time,
+        "test": test,
+    }
+    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
+    sample_images, sample_labels = vqkeras.samples.load(recipe.sample)
+    sample_nll = evaluate_prior(prior, encode_indices(vqvae, sample_images), sample_labels)
+    judged = f"; 1000 class-conditional samples judged by {args.classifier}"
+    prior.save_to_preset(
+        os.path.join(args.out, "preset"),
+        metadata={
+            "vqvae": args.vqvae,
+            **({"classifier": args.classifier} if args.classifier else {}),
+            # The test suite checks the shipped sample's codes stay this likely.
+            "sample_check": {
+                "sample": recipe.sample,
+                "vqvae": args.vqvae,
+                "nll_nats_per_code": round(sample_nll["nll_nats_per_code"], 4),
+                "nll_ceiling_nats_per_code": round(
+                    sample_nll["nll_nats_per_code"] + SAMPLE_NLL_MARGIN, 2
+                ),
+            },
+            "dataset": f"{recipe.dataset} code grids of {args.vqvae}, train split minus its "
+            f"last {VALIDATION_SIZE} images, with class labels",
+            "evaluation": f"{recipe.dataset} test split, all {len(codes['test_codes'])} images "
+            "(codes and labels), vqkeras.evaluation.evaluate_prior"
+            + (judged if args.classifier else ""),
+            "recipe": f"zoo/{recipe.name}/recipe.py",
+            "training": {
+                "backend": metrics["backend"],
+                "epochs": completed_epochs(args.out),
+                "schedule_epochs": args.schedule_epochs,
+                "batch_size": args.batch_size,
+                "seed": args.seed,
+                **timer.summary(),
+            },
+            "metrics": metrics["test"],
+        },
+        overwrite=True,
+    )
+    print(json.dumps(metrics, indent=2, sort_keys=True), flush=True)
