@@ -353,6 +353,12 @@ def build_parser():
         "--kl-weight", type=float, default=1e-6, help="klvae KL weight (default: 1e-6)"
     )
     training.add_argument("--seed", type=_non_negative_int, default=0, help="(default: 0)")
+    training.add_argument(
+        "--distribute",
+        action="store_true",
+        help="train data-parallel on all local devices, --batch-size being the global batch "
+        "(JAX and TensorFlow; see docs/distributed.md)",
+    )
     training.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     training.set_defaults(run=_train)
 

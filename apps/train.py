@@ -14,11 +14,19 @@ and writes to --out:
     preset/                          the trained model: vqkeras.from_preset("OUT/preset")
     metrics.json                     metrics on the held-out images
 
+--distribute trains data-parallel on all local devices (JAX: GPUs, or the CPU
+devices of XLA_FLAGS=--xla_force_host_platform_device_count=N; TensorFlow:
+GPUs, or logical CPUs; not PyTorch), --batch-size being the global batch, a
+multiple of the device count. So that every batch splits evenly, the training
+images and the images validated after each epoch are cut to a multiple of the
+device count (at most count - 1 dropped; metrics.json says how many).
+
 Interrupted? Run the same command again: training resumes from the last
 completed epoch (a larger --epochs trains further). A folder that holds a run
 with other settings, or other files, is refused: choose a new --out.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +37,7 @@ from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images
 from vqkeras.apps.outputs import describe_input
 
+from vqkeras import distribution
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models.factory import build_autoencoder
@@ -99,21 +108,35 @@ def _split(images, fraction, seed):
     return images[order[held_out:]], images[order[:held_out]]
 
 
-def run(args):
-    if not 0 < args.validation_fraction < 1:
-        raise ValueError(
-            f"--validation-fraction must be in (0, 1). Received: {args.validation_fraction}."
-        )
-    settings = _settings(args)
-    _check_out_folder(args.out, settings)
-    inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
-    x_train, x_val = _split(inputs.images, args.validation_fraction, args.seed)
-    image_shape = x_train.shape[1:]
+def _device_count(args):
+    """The devices of --distribute (1 without it), the batch size checked."""
+    if not args.distribute:
+        return 1
+    try:
+        devices = distribution.device_count()
+    except NotImplementedError as error:  # PyTorch: a usage error on the command line
+        raise ValueError(f"--distribute: {error}") from error
+    distribution.check_batch_size(args.batch_size, devices)
+    return devices
 
+
+def _even(images, devices, what):
+    """The first images of `images`, as many as a multiple of `devices`."""
+    kept = len(images) - len(images) % devices
+    if kept == 0:
+        raise ValueError(
+            f"--distribute over {devices} devices needs at least {devices} {what}. "
+            f"Received: {len(images)}."
+        )
+    return images[:kept]
+
+
+def _fit(args, x_train, x_val, devices):
+    """Builds, compiles and fits the model; `x_val` is validated after each epoch."""
     keras.utils.set_random_seed(args.seed)
     model = build_autoencoder(
         args.family,
-        image_shape,
+        x_train.shape[1:],
         latent_dim=args.latent_dim,
         channels=args.channels,
         num_residual_blocks=args.residual_blocks,
@@ -130,7 +153,8 @@ def run(args):
     model.compile(optimizer=keras.optimizers.Adam(schedule))
 
     os.makedirs(args.out, exist_ok=True)
-    write_json_atomic(os.path.join(args.out, RUN_FILE), settings, overwrite=True)
+    write_json_atomic(os.path.join(args.out, RUN_FILE), _settings(args), overwrite=True)
+    grid_images = max(devices, GRID_IMAGES - GRID_IMAGES % devices)
     _, timer = fit_resumable(
         model,
         x_train,
@@ -140,18 +164,38 @@ def run(args):
         validation_data=(x_val,),
         callbacks=[
             keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
-            ReconstructionGrid(x_val[:GRID_IMAGES], os.path.join(args.out, "reconstructions")),
+            ReconstructionGrid(x_val[:grid_images], os.path.join(args.out, "reconstructions")),
         ],
         verbose=0 if args.quiet else 2,
     )
+    return model, timer
+
+
+def run(args):
+    if not 0 < args.validation_fraction < 1:
+        raise ValueError(
+            f"--validation-fraction must be in (0, 1). Received: {args.validation_fraction}."
+        )
+    _check_out_folder(args.out, _settings(args))
+    devices = _device_count(args)
+    inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
+    x_train, x_val = _split(inputs.images, args.validation_fraction, args.seed)
+    image_shape = x_train.shape[1:]
+    # JAX refuses a batch that does not split evenly over the devices, and
+    # TensorFlow would weight the samples of a smaller share more.
+    x_train_even = _even(x_train, devices, "training images")
+    with distribution.data_parallel() if args.distribute else contextlib.nullcontext():
+        model, timer = _fit(args, x_train_even, _even(x_val, devices, "held-out images"), devices)
     metrics = evaluate_reconstructions(model, x_val, batch_size=args.batch_size)
     summary = {
         "family": args.family,
         **describe_input(args.data, args.split),
         "images": len(inputs.images),
         "skipped": len(inputs.skipped),
-        "train_images": len(x_train),
+        "train_images": len(x_train_even),
         "validation_images": len(x_val),
+        "devices": devices,
+        "dropped_for_devices": len(x_train) - len(x_train_even),
         "image_shape": list(image_shape),
         "parameters": model.count_params(),
         **timer.summary(),
@@ -162,10 +206,14 @@ def run(args):
     model.save_to_preset(
         summary["preset"],
         metadata={
-            "dataset": f"{summary['input']} (vqkeras train, {len(x_train)} training images)",
+            "dataset": f"{summary['input']} (vqkeras train, {len(x_train_even)} training images)",
             "evaluation": f"{len(x_val)} held-out images (seeded random "
             f"{args.validation_fraction:.0%} of the input)",
-            "training": {"epochs": len(timer.epochs), "batch_size": args.batch_size},
+            "training": {
+                "epochs": len(timer.epochs),
+                "batch_size": args.batch_size,
+                "devices": devices,
+            },
             "metrics": metrics,
         },
         overwrite=True,  # this run's own preset, rewritten when a rerun trains further

@@ -1,12 +1,16 @@
 import csv
 import json
+import subprocess
+import sys
 
+import keras
 import numpy as np
 import pytest
 from conftest import blob_images
 from vqkeras.apps.cli import main
 
 import vqkeras
+from vqkeras import distribution
 from vqkeras.evaluation import evaluate_reconstructions
 
 
@@ -75,3 +79,59 @@ def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
     expected = evaluate_reconstructions(vqkeras.from_preset(out / "preset"), held_out)
     np.testing.assert_allclose(summary["validation"]["psnr_db"], expected["psnr_db"], rtol=1e-5)
     assert "codebook_usage" not in summary["validation"]
+
+
+# `vqkeras train --distribute` on two fake CPU devices, in a fresh interpreter:
+# the devices must be split before the backend starts.
+DISTRIBUTED_TRAIN = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import keras
+if keras.config.backend() == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from vqkeras.apps.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="the PyTorch backend's error")
+def test_train_distribute_is_refused_on_torch(data, tmp_path, capsys):
+    assert train(data, tmp_path / "run", "--distribute") == 2
+    error = capsys.readouterr().err
+    assert "--distribute: Data-parallel training works on the 'jax' and 'tensorflow'" in error
+    assert "docs/distributed.md" in error
+
+
+@pytest.mark.skipif(keras.config.backend() == "torch", reason="needs JAX or TensorFlow")
+def test_train_distribute_checks_the_batch_size_against_the_devices(
+    data, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(distribution, "device_count", lambda: 3)
+    assert train(data, tmp_path / "run", "--distribute") == 2
+    assert "batch_size=8 with 3 devices; use e.g. 6 or 9" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.config.backend() == "torch", reason="needs JAX or TensorFlow")
+def test_train_distribute_on_two_devices(tmp_path):
+    path = tmp_path / "blobs.npz"
+    np.savez(path, images=blob_images(21))  # 2 held out, 19 to train: 18 on 2 devices
+    out = tmp_path / "run"
+    arguments = ["train", "--family", "ema-vqvae", "--data", str(path), "--out", str(out)]
+    sizes = ["--channels", "8,16", "--latent-dim", "4", "--num-embeddings", "16"]
+    result = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED_TRAIN, *arguments, *sizes, "--batch-size", "4"]
+        + ["--epochs", "1", "--quiet", "--distribute"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["devices"] == 2 and summary["dropped_for_devices"] == 1
+    assert summary["train_images"] == 18 and summary["validation"]["images"] == 2
+    model = vqkeras.from_preset(out / "preset")
+    assert model.num_embeddings == 16

@@ -5,6 +5,7 @@ Runs on the TensorFlow, JAX and PyTorch backends (set KERAS_BACKEND).
 
 from vqkeras import (
     callbacks,
+    distribution,
     evaluation,
     layers,
     metrics,
@@ -20,6 +21,7 @@ from vqkeras.version import __version__
 __all__ = [
     "__version__",
     "callbacks",
+    "distribution",
     "evaluation",
     "from_preset",
     "layers",

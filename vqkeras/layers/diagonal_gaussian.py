@@ -4,7 +4,7 @@ of the continuous-latent autoencoders."""
 import keras
 from keras import ops
 
-from vqkeras import validation
+from vqkeras import distribution, validation
 
 
 class DiagonalGaussian:
@@ -70,7 +70,13 @@ class DiagonalGaussian:
                 `GaussianSampler` does): None or an int draws the same noise
                 at every step there.
         """
-        eps = keras.random.normal(ops.shape(self.mean), dtype="float32", seed=seed)
+        shape = ops.shape(self.mean)
+        # Under a tf.distribute strategy: one device's draw for the global
+        # batch, of which this replica keeps its own slice (otherwise every
+        # replica would draw the same noise for its different images).
+        offset, total = distribution.replica_offset(shape[0])
+        eps = keras.random.normal((total, *shape[1:]), dtype="float32", seed=seed)
+        eps = ops.slice(eps, (offset,) + (0,) * (len(shape) - 1), shape)
         return self.mean + self.std * eps
 
     def mode(self):

@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from vqkeras import validation
+from vqkeras import distribution, validation
 from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
 
 
@@ -30,6 +30,12 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
     - dead-code restart: a code unused for `restart_after_steps` consecutive
       training steps is re-seeded with a random encoder output of the current
       batch (as in Jukebox and SoundStream). `None` switches it off.
+
+    Data-parallel training (`vqkeras.distribution.data_parallel`) updates
+    every replica's copy of the codebook as one device would on the global
+    batch: under a `tf.distribute` strategy the counts and sums are summed
+    over the replicas and the random rows drawn from the global batch; under
+    JAX's `DataParallel` the step sees the global batch already.
 
     Args:
         num_embeddings: K, the number of codes.
@@ -118,11 +124,20 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         return embedding_sum / smoothed[:, None]
 
     def _random_rows(self, flat):
-        """K rows of `flat` drawn at random, with replacement."""
-        rows = keras.random.randint(
-            (self.num_embeddings,), 0, ops.shape(flat)[0], seed=self.seed_generator
-        )
-        return ops.take(flat, rows, axis=0)
+        """K rows of the global batch's `flat` drawn at random, with replacement.
+
+        Under a `tf.distribute` strategy each replica holds a slice of the
+        batch: all replicas draw the same global row numbers (their seed
+        states stay equal), each fills in the rows it holds and the sum over
+        replicas gives every replica the rows one device would have drawn.
+        """
+        local_size = ops.shape(flat)[0]
+        offset, total = distribution.replica_offset(local_size)
+        rows = keras.random.randint((self.num_embeddings,), 0, total, seed=self.seed_generator)
+        rows = rows - offset
+        held = ops.logical_and(rows >= 0, rows < local_size)
+        picked = ops.take(flat, ops.clip(rows, 0, local_size - 1), axis=0)
+        return distribution.cross_replica_sum(ops.where(held[:, None], picked, 0.0))
 
     def _codebook_for_step(self, flat, training):
         if not (training and self.trainable and self.init_from_first_batch):
@@ -142,6 +157,11 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
             ops.ones_like(flat_indices, dtype="float32"), flat_indices, self.num_embeddings
         )
         sums = ops.segment_sum(flat, flat_indices, self.num_embeddings)
+        # Under tf.distribute each replica sees a slice of the batch: sum the
+        # statistics over replicas, so that every copy of the codebook takes
+        # the same step, the one a single device takes on the whole batch.
+        counts = distribution.cross_replica_sum(counts)
+        sums = distribution.cross_replica_sum(sums)
         cluster_size = self.decay * self.cluster_size + (1.0 - self.decay) * counts
         embedding_sum = self.decay * self.embedding_sum + (1.0 - self.decay) * sums
         if self.restart_after_steps is not None:

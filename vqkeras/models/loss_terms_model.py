@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from vqkeras import distribution
 from vqkeras.callbacks import StopOnNaN
 from vqkeras.models.trainers import backend_trainer_class
 
@@ -79,4 +80,25 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
         callbacks = list(callbacks or [])
         if not any(isinstance(c, StopOnNaN) for c in callbacks):
             callbacks.append(StopOnNaN())
+        self._check_batches_split_evenly(x, batch_size, kwargs)
         return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
+
+    def _check_batches_split_evenly(self, x, batch_size, fit_kwargs):
+        # Data-parallel training: an uneven split fails deep inside JAX with an
+        # XLA error, and would weight samples unequally on TensorFlow. Arrays
+        # are checked here, where their size is known; datasets batch themselves.
+        replicas = distribution.replica_count(self)
+        if replicas == 1:
+            return
+        batch_size = batch_size or 32  # Keras's default
+        arrays = [("x", x, batch_size)]
+        validation = fit_kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and validation:
+            validation_batch_size = fit_kwargs.get("validation_batch_size") or batch_size
+            arrays.append(("validation_data", validation[0], validation_batch_size))
+        for name, array, size in arrays:
+            if hasattr(array, "shape") and len(array.shape):
+                try:
+                    distribution.check_batch_size(size, replicas, num_samples=len(array))
+                except ValueError as error:
+                    raise ValueError(f"fit({name}=...): {error}") from None

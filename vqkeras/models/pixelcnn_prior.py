@@ -114,7 +114,9 @@ class PixelCNNPrior(LossTermsModel):
     Reference:
         van den Oord et al., "Conditional Image Generation with PixelCNN
         Decoders", 2016; van den Oord et al., "Neural Discrete Representation
-        Learning", 2017.
+        Learning", 2017; Razavi et al., "Generating Diverse High-Fidelity
+        Images with VQ-VAE-2", 2019; Lee et al., "Autoregressive Image
+        Generation using Residual Quantization", 2022.
     """
 
     def __init__(

@@ -1,0 +1,326 @@
+"""Training throughput of the zoo VQ-VAE recipes on every Keras backend, one device.
+
+What it measures
+----------------
+For each recipe (`zoo/vqvae_mnist`, `zoo/vqvae_cifar10`), the model and optimizer
+exactly as the recipe builds them (`vqkeras.zoo.autoencoder_recipe.build_model`: the
+factory's "ema-vqvae", Adam with a cosine schedule), trained by `model.fit` on
+`--images` random uint8 images of the recipe's shape in batches of `--batch-size`
+(the recipes' 128). Pixel values do not change the work of a step, so no dataset is
+needed. The first epoch (tracing and compilation) is not counted; images per second is
+the median over the next `--epochs` epochs of the images of an epoch over its
+training time (from its start to the end of its last batch, as
+`vqkeras.training.EpochTimer`).
+
+The quantizer's share: one forward and backward pass of the recipe's
+`EMAVectorQuantizer` alone (codebook update included) on a batch of latents of the
+shape the encoder gives, compiled as `fit` compiles the model (TensorFlow:
+`tf.function` with the model's resolved `jit_compile`; JAX: `jax.jit`; PyTorch:
+eager), as `benchmarks/quantizer.py` times it. Its median time over the median time
+of a training step (batch time from the throughput) is the share. The quantizer is
+timed apart from the model, so the share leaves out what the compiler could fuse
+across its borders: read it as an estimate.
+
+How to run
+----------
+    python benchmarks/train_throughput.py                    # all backends, both recipes
+    python benchmarks/train_throughput.py --backend jax --recipes vqvae_mnist
+    python benchmarks/train_throughput.py --images 2560 --epochs 3 --json results.json
+    python benchmarks/train_throughput.py --threads 1        # steadier on a busy machine
+
+Each backend runs in its own process. A Markdown table goes to stdout, progress to
+stderr, with the load average before and after: other processes slow every figure.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BACKENDS = ("tensorflow", "jax", "torch")
+RECIPES = ("vqvae_mnist", "vqvae_cifar10")
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def median_ms(fn, repeats, warmup):
+    """Median wall time in ms of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def quantizer_step(quantizer, latents, jit_compile):
+    """One compiled forward+backward of `quantizer` on `latents`, as a callable that
+    waits for its results."""
+    import keras
+    from keras import ops
+
+    def loss_of(outputs):
+        loss = ops.mean(ops.square(outputs["quantized"]))
+        for name in quantizer.loss_names:
+            loss = loss + ops.mean(outputs[name])
+        return loss
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(latents)
+
+        @tf.function(jit_compile=jit_compile)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = loss_of(quantizer(x, training=True))
+            return loss, tape.gradient(loss, x)
+
+        return lambda: [t.numpy() for t in step(x)]
+    if backend == "jax":
+        import jax
+
+        x = jax.numpy.asarray(latents)
+        state = {"non_trainable": [v.value for v in quantizer.non_trainable_variables]}
+
+        def loss_fn(x, non_trainable):
+            outputs, non_trainable = quantizer.stateless_call([], non_trainable, x, training=True)
+            return loss_of(outputs), non_trainable
+
+        step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+
+        def run():
+            (loss, state["non_trainable"]), grad = step(x, state["non_trainable"])
+            jax.block_until_ready((loss, grad, state["non_trainable"]))
+
+        return run
+    import torch
+
+    x = torch.from_numpy(latents).requires_grad_(True)
+
+    def run():
+        loss = loss_of(quantizer(x, training=True))
+        torch.autograd.grad(loss, [x])[0].sum().item()
+
+    return run
+
+
+def epoch_timer(seconds):
+    """A callback that appends each epoch's training time to `seconds`: from the
+    epoch's start to the end of its last batch."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = self.end = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(self.end - self.start)
+
+    return EpochTimer()
+
+
+def run_recipe(name, args):
+    import importlib
+
+    import keras
+    from vqkeras.zoo.autoencoder_recipe import build_model
+
+    from vqkeras.layers import EMAVectorQuantizer
+
+    recipe = importlib.import_module(f"vqkeras.zoo.{name}.recipe").RECIPE
+    keras.utils.set_random_seed(args.seed)
+    steps = -(-args.images // args.batch_size)
+    model = build_model(recipe, args.seed, total_steps=(1 + args.epochs) * steps)
+    rng = np.random.default_rng(args.seed)
+    images = rng.integers(0, 256, (args.images, *recipe.image_shape), dtype=np.uint8)
+    seconds = []
+    model.fit(
+        images,
+        batch_size=args.batch_size,
+        epochs=1 + args.epochs,
+        callbacks=[epoch_timer(seconds)],
+        verbose=0,
+    )
+    epoch_s = statistics.median(seconds[1:])
+    images_per_second = args.images / epoch_s
+    step_ms = 1e3 * epoch_s / steps
+
+    latent_shape = model.encoder.compute_output_shape((args.batch_size, *recipe.image_shape))
+    latents = rng.standard_normal(latent_shape, dtype=np.float32)
+    quantizer = EMAVectorQuantizer.from_config(model.quantizer.get_config())
+    quantizer.build(latent_shape)
+    quantizer_ms = median_ms(
+        quantizer_step(quantizer, latents, bool(model.jit_compile)), args.repeats, warmup=2
+    )
+    result = {
+        "recipe": name,
+        "image_shape": list(recipe.image_shape),
+        "latent_shape": list(latent_shape),
+        "num_embeddings": recipe.num_embeddings,
+        "parameters": model.count_params(),
+        "jit_compile": bool(model.jit_compile),
+        "first_epoch_s": seconds[0],
+        "epoch_s": seconds[1:],
+        "images_per_second": images_per_second,
+        "step_ms": step_ms,
+        "quantizer_ms": quantizer_ms,
+        "quantizer_share": quantizer_ms / step_ms,
+    }
+    log(
+        f"  {name}: {images_per_second:.0f} images/s, step {step_ms:.1f} ms, quantizer "
+        f"{quantizer_ms:.1f} ms ({result['quantizer_share']:.0%})"
+    )
+    return result
+
+
+def run_backend(args):
+    import keras
+
+    if keras.config.backend() != args.backend:
+        raise SystemExit(
+            f"keras was imported with backend {keras.config.backend()!r}, not {args.backend!r}"
+        )
+    if args.threads is not None and args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    import importlib
+
+    module = importlib.import_module(args.backend)
+    return {
+        "keras": keras.__version__,
+        args.backend: module.__version__,
+        "results": [run_recipe(name, args) for name in args.recipes],
+    }
+
+
+def thread_env(threads):
+    """Environment that caps OpenMP (torch), BLAS and XLA (jax, tf jit) threads."""
+    if threads is None:
+        return {}
+    eigen = "false" if threads == 1 else "true"
+    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip(),
+    }
+
+
+def spawn(backend, args):
+    """Runs this script for one backend in a fresh process; its report, or None."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.json")
+        command = [sys.executable, os.path.abspath(__file__), "--worker", "--json", path]
+        command += ["--backend", backend, "--recipes", *args.recipes]
+        for option in ("images", "batch_size", "epochs", "repeats", "seed", "threads"):
+            value = getattr(args, option)
+            if value is not None:
+                command += [f"--{option.replace('_', '-')}", str(value)]
+        env = {**os.environ, **thread_env(args.threads), "KERAS_BACKEND": backend}
+        completed = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)
+        if completed.returncode != 0 or not os.path.exists(path):
+            log(f"  {backend}: worker failed with exit code {completed.returncode}")
+            return None
+        with open(path) as file:
+            return json.load(file)
+
+
+def markdown(report):
+    machine = report["machine"]
+    lines = [
+        f"{machine['cpu_count']} CPUs, load average (1 min) before "
+        f"{machine['load_before'][0]:.2f}, after {machine['load_after'][0]:.2f}. "
+        f"{report['images']} images per epoch, batch {report['batch_size']}, median of "
+        f"{report['epochs']} epochs after a first one (tracing) not counted; threads: "
+        f"{report['threads'] or 'each library default'}.",
+        "",
+        "| backend | recipe | images/s | step ms | quantizer ms | quantizer share "
+        "| first epoch s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, backend_report in report["backends"].items():
+        if backend_report is None:
+            lines.append(f"| {backend} | worker failed | | | | | |")
+            continue
+        for row in backend_report["results"]:
+            lines.append(
+                f"| {backend} | {row['recipe']} | {row['images_per_second']:.0f} "
+                f"| {row['step_ms']:.1f} | {row['quantizer_ms']:.1f} "
+                f"| {row['quantizer_share']:.0%} | {row['first_epoch_s']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=BACKENDS, help="run only this one")
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument("--images", type=int, default=2560, help="images per epoch")
+    parser.add_argument("--batch-size", type=int, default=128, help="(the recipes' 128)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs, after one untimed")
+    parser.add_argument("--repeats", type=int, default=10, help="timed quantizer steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="cap every library's threads")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("images", "batch_size", "epochs", "repeats", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+    if args.worker:
+        with open(args.json, "w") as file:
+            json.dump(run_backend(args), file)
+        return
+
+    report = {
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_before": os.getloadavg(),
+        },
+        "backends": {},
+    }
+    log(f"load average before: {report['machine']['load_before']}")
+    for backend in [args.backend] if args.backend else BACKENDS:
+        log(backend)
+        report["backends"][backend] = spawn(backend, args)
+    report["machine"]["load_after"] = os.getloadavg()
+    log(f"load average after: {report['machine']['load_after']}")
+    print(markdown(report))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(report, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
