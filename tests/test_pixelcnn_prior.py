@@ -288,10 +288,12 @@ def code_dependence(prior, codes, inputs=lambda codes: codes):
     perturbed %= K
     batch = np.concatenate([flat[None], perturbed]).reshape(flat.size + 1, *codes.shape)
     logits = to_numpy(prior(inputs(batch))).reshape(flat.size + 1, flat.size, K)
-    return np.abs(logits[1:] - logits[:1]).max(axis=-1) > 1e-6
+    # Exactly unchanged, or changed at all: causality leaves no rounding noise.
+    return np.abs(logits[1:] - logits[:1]).max(axis=-1) > 0
 
 
 def test_depth_prior_predicts_each_code_from_all_codes_before_it():
+    keras.utils.set_random_seed(0)
     prior = depth_prior(num_blocks=2)
     codes = random_codes((2, 3, DEPTH), K, seed=0)
     assert to_numpy(prior(codes[None])).shape == (1, 2, 3, DEPTH, K)
@@ -302,6 +304,7 @@ def test_depth_prior_predicts_each_code_from_all_codes_before_it():
 
 
 def test_grid_conditioned_prior_is_causal_in_its_codes_and_sees_the_whole_condition():
+    keras.utils.set_random_seed(0)
     prior = grid_conditioned_prior(num_blocks=4)
     codes = random_codes((4, 4), K, seed=1)
     condition = random_codes((1, 2, 2), TOP_K, seed=2)
@@ -341,16 +344,21 @@ def test_depth_samples_are_valid_and_seeds_reproduce_them():
 
 def test_depth_and_grid_conditioned_priors_learn_and_log_nats_per_code():
     # Level 1 repeats level 0, and the bottom grid is the top one repeated:
-    # both are predictable, so the NLL must fall far below log K.
+    # those codes are predictable, so their NLL must fall far below log K.
+    keras.utils.set_random_seed(1)
     top = random_codes((64, 2, 2), TOP_K, seed=4)
     bottom = np.repeat(np.repeat(top, 2, axis=1), 2, axis=2)
-    depth_codes = np.stack([random_codes((64, 2, 3), K, seed=5)] * DEPTH, axis=-1)
+    depth_codes = np.stack([random_codes((128, 2, 3), K, seed=5)] * DEPTH, axis=-1)
     for prior, x in ((grid_conditioned_prior(), (bottom, top)), (depth_prior(), depth_codes)):
         prior.compile(optimizer=keras.optimizers.Adam(0.02))
-        history = prior.fit(x, epochs=20, batch_size=32, verbose=0).history
+        history = prior.fit(x, epochs=25, batch_size=32, verbose=0).history
         assert history["nll"][0] > 0.8 * math.log(K)
-        limit = 0.5 if prior.depth is None else 0.6 * math.log(K)
-        assert history["nll"][-1] < limit, (prior.depth, history["nll"][-1])
+        nll = numpy_cross_entropy(to_numpy(prior(x)), x[0] if isinstance(x, tuple) else x)
+        assert abs(history["nll"][-1] - nll.mean()) < 0.1  # the last epoch's running mean
+        if prior.depth is None:
+            assert nll.mean() < 0.25 * math.log(K)
+        else:  # level 0 is random, level 1 a copy of it
+            assert nll[..., 1].mean() < 0.4 * math.log(K) < nll[..., 0].mean()
 
 
 def test_depth_and_grid_conditioned_priors_round_trip(tmp_path):

@@ -434,11 +434,15 @@ class PixelCNNPrior(LossTermsModel):
         hidden = ops.relu(features)
         if self.depth is not None:
             within = self.depth_code_embedding(ops.cast(indices, "int32") + self._level_offsets())
-            # Exclusive cumulative sum: level l sees the levels before it only.
-            within = ops.cumsum(within, axis=-2) - within
+            # Level l sees the sum of the levels before it only: an exclusive
+            # cumulative sum, shifted rather than subtracted so that it is exact.
+            before = ops.concatenate(
+                [ops.zeros_like(within[..., :1, :]), ops.cumsum(within[..., :-1, :], axis=-2)],
+                axis=-2,
+            )
             hidden = ops.relu(
                 features[..., None, :]
-                + within
+                + before
                 + self.level_embedding(ops.arange(self.depth, dtype="int32"))
             )
             rows, columns = hidden.shape[1], hidden.shape[2]
