@@ -64,6 +64,7 @@ import tempfile
 import time
 
 import numpy as np
+from worker_setup import log, start_worker, thread_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 SHAPES = {
@@ -75,10 +76,6 @@ EMBEDDING_DIM = 64
 QUANTIZERS = ("VectorQuantizer", "EMAVectorQuantizer")
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 TARGET_RATIO = 3.0
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def time_ms(fn, repeats, warmup, references=None):
@@ -282,21 +279,9 @@ def torch_steps(layer, x_np, args):
 
 def run_backend(args):
     os.environ["KERAS_BACKEND"] = args.backend
+    start_worker(args.backend, args.threads)
     import keras
 
-    if keras.config.backend() != args.backend:
-        raise SystemExit(
-            f"keras was imported with backend {keras.config.backend()!r}, not {args.backend!r}"
-        )
-    if args.threads is not None and args.backend == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.threads is not None and args.backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
     steps = {"tensorflow": tensorflow_steps, "jax": jax_steps, "torch": torch_steps}[args.backend]
     codebook = make_input((NUM_EMBEDDINGS, EMBEDDING_DIM), seed=1)
     results = []
@@ -334,20 +319,6 @@ def run_backend(args):
 
 
 # --------------------------------------------------------------------------- driver
-
-
-def thread_env(threads):
-    """Environment that caps NumPy/OpenBLAS, OpenMP (torch) and XLA (jax, tf jit) threads."""
-    if threads is None:
-        return {}
-    eigen = "false" if threads == 1 else "true"
-    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
-    return {
-        "OMP_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip(),
-    }
 
 
 def spawn(worker, args, env):

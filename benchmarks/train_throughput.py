@@ -43,13 +43,10 @@ import tempfile
 import time
 
 import numpy as np
+from worker_setup import log, start_worker, thread_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RECIPES = ("vqvae_mnist", "vqvae_cifar10")
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def median_ms(fn, repeats, warmup):
@@ -191,42 +188,16 @@ def run_recipe(name, args):
 
 
 def run_backend(args):
-    import keras
-
-    if keras.config.backend() != args.backend:
-        raise SystemExit(
-            f"keras was imported with backend {keras.config.backend()!r}, not {args.backend!r}"
-        )
-    if args.threads is not None and args.backend == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.threads is not None and args.backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    start_worker(args.backend, args.threads)
     import importlib
+
+    import keras
 
     module = importlib.import_module(args.backend)
     return {
         "keras": keras.__version__,
         args.backend: module.__version__,
         "results": [run_recipe(name, args) for name in args.recipes],
-    }
-
-
-def thread_env(threads):
-    """Environment that caps OpenMP (torch), BLAS and XLA (jax, tf jit) threads."""
-    if threads is None:
-        return {}
-    eigen = "false" if threads == 1 else "true"
-    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
-    return {
-        "OMP_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip(),
     }
 
 

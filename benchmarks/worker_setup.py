@@ -1,0 +1,43 @@
+"""What the benchmark scripts share: progress on stderr, and the thread caps and
+backend check of the per-backend worker processes they spawn."""
+
+import os
+import sys
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def thread_env(threads):
+    """Environment that caps OpenMP (torch), BLAS and XLA (jax, tf jit) threads."""
+    if threads is None:
+        return {}
+    eigen = "false" if threads == 1 else "true"
+    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip(),
+    }
+
+
+def start_worker(backend, threads):
+    """In a worker process: checks that Keras runs `backend`, and caps the
+    threads of torch and TensorFlow (the environment of `thread_env` caps the rest)."""
+    import keras
+
+    if keras.config.backend() != backend:
+        raise SystemExit(
+            f"keras was imported with backend {keras.config.backend()!r}, not {backend!r}"
+        )
+    if threads is not None and backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    if threads is not None and backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
