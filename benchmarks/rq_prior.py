@@ -36,7 +36,7 @@ import keras
 import numpy as np
 
 import vqkeras
-from vqkeras.evaluation import encode_indices
+from vqkeras.evaluation import encode_indices, reconstruction_metrics
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models import RQVAE, PixelCNNPrior
 from vqkeras.training import fit_resumable, load_npz_splits
@@ -118,19 +118,12 @@ def main():
 
     levels = per_level_nll(prior, codes["test"], data["y_test"])
     cells = math.prod(grid)
-    reference = data["x_test"].astype("float32") / 255.0
-    psnr_by_depth = []
-    for k in range(1, depth + 1):
-        decoded = np.concatenate(
-            [
-                keras.ops.convert_to_numpy(
-                    rqvae.decode_indices(codes["test"][i : i + 500, ..., :k])
-                )
-                for i in range(0, len(reference), 500)
-            ]
-        )
-        mse = np.mean(np.square(np.clip(decoded, 0.0, 1.0) - reference), axis=(1, 2, 3))
-        psnr_by_depth.append(float(np.mean(-10.0 * np.log10(np.maximum(mse, 1e-12)))))
+    psnr_by_depth = [
+        reconstruction_metrics(data["x_test"], rqvae.decode_indices(codes["test"][..., :k]))[
+            "psnr_db"
+        ]
+        for k in range(1, depth + 1)
+    ]
     labels = np.repeat(np.arange(num_classes), SAMPLES_PER_CLASS).astype("int32")
     start = time.perf_counter()
     samples = keras.ops.convert_to_numpy(prior.sample(len(labels), labels=labels, seed=0))

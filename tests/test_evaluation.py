@@ -8,6 +8,7 @@ from vqkeras.evaluation import (
     conditional_sample_agreement,
     evaluate_prior,
     evaluate_reconstructions,
+    reconstruction_metrics,
     ssim_per_image,
 )
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
@@ -77,3 +78,18 @@ def test_conditional_sample_agreement_counts_per_class():
     np.testing.assert_allclose(result["agreement"], 1 / 3)
     with pytest.raises(ValueError, match="not class-conditional"):
         conditional_sample_agreement(tiny_prior(num_classes=None), vqvae, classifier)
+
+
+def test_reconstruction_metrics_of_given_reconstructions():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(4, 16, 16, 1), dtype="uint8")
+    # Out-of-range values are clipped to [0, 1] before anything is measured.
+    reconstructions = images / 255.0 + rng.normal(0.0, 0.05, size=images.shape)
+    metrics = reconstruction_metrics(images, reconstructions)
+    mse = np.mean((np.clip(reconstructions, 0, 1) - images / 255.0) ** 2, axis=(1, 2, 3))
+    assert metrics["images"] == 4
+    np.testing.assert_allclose(metrics["mse"], mse.mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["psnr_db"], np.mean(-10 * np.log10(mse)), rtol=1e-5)
+    assert reconstruction_metrics(images, images / 255.0)["ssim"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"shape \(4, 16, 16, 1\)\. Received shape=\(4, 16, 16\)"):
+        reconstruction_metrics(images, reconstructions[..., 0])

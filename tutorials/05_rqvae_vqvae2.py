@@ -61,11 +61,8 @@ CODE_DIM, DEPTH = 16, 4
 
 
 def psnr_db(images, reconstructions):
-    """Mean over images of -10 log10 MSE, reconstructions clipped to [0, 1]."""
-    target = np.asarray(images, "float32") / 255.0
-    recon = np.clip(keras.ops.convert_to_numpy(reconstructions), 0, 1)
-    mse = np.mean((recon - target) ** 2, axis=(1, 2, 3))
-    return float(np.mean(-10 * np.log10(np.maximum(mse, 1e-12))))
+    """Mean over images of -10 log10 MSE, reconstructions clipped to [0, 1], as in the zoo."""
+    return vqkeras.evaluation.reconstruction_metrics(images, reconstructions)["psnr_db"]
 
 
 def show_rows(rows, titles=None):

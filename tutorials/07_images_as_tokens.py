@@ -199,12 +199,10 @@ rqvae.compile(optimizer=keras.optimizers.Adam(2e-3 if QUICK else 1e-3))
 rqvae.fit(x_train, epochs=EPOCHS, batch_size=BATCH_SIZE, verbose=0)
 rq_codes = vqkeras.evaluation.encode_indices(rqvae, x_test)  # (N, 7, 7, 4)
 rq_stats = vqkeras.evaluation.codebook_statistics(rqvae, rq_codes)
-target = x_test.astype("float32") / 255.0
 rq_points = []
 for k in range(1, rqvae.depth + 1):
-    recon = np.clip(keras.ops.convert_to_numpy(rqvae.decode_indices(rq_codes[..., :k])), 0, 1)
-    mse = np.mean((recon - target) ** 2, axis=(1, 2, 3))
-    psnr = float(np.mean(-10 * np.log10(np.maximum(mse, 1e-12))))
+    recon = rqvae.decode_indices(rq_codes[..., :k])
+    psnr = vqkeras.evaluation.reconstruction_metrics(x_test, recon)["psnr_db"]
     stored = k * grid_cells * math.log2(K)
     entropy = sum(grid_cells * math.log2(rq_stats[f"perplexity_{level}"]) for level in range(k))
     rq_points.append((k, stored, entropy, psnr))

@@ -49,6 +49,39 @@ def code_statistics(indices, num_embeddings):
     }
 
 
+def reconstruction_metrics(images, reconstructions):
+    """MSE, PSNR and SSIM of `reconstructions` against `images`, measured as
+    `evaluate_reconstructions` does, for reconstructions made another way
+    (e.g. `RQVAE.decode_indices(codes[..., :k])`).
+
+    Args:
+        images: uint8 in [0, 255] or float in [0, 1], `(N, H, W, C)`.
+        reconstructions: float `(N, H, W, C)` on the [0, 1] scale (a tensor or
+            an array); clipped to [0, 1] here.
+
+    Returns:
+        A dict: `images`, `mse`, `psnr_db`, `psnr_std_db`, `ssim`.
+    """
+    images = np.asarray(images)
+    target = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
+    reconstructions = np.clip(keras.ops.convert_to_numpy(reconstructions), 0.0, 1.0)
+    if reconstructions.shape != target.shape:
+        raise ValueError(
+            f"Expected reconstructions of the images' shape {target.shape}. "
+            f"Received shape={reconstructions.shape}."
+        )
+    mse = np.mean(np.square(reconstructions - target), axis=(1, 2, 3))
+    # An exact reconstruction would have an infinite PSNR: floor the MSE.
+    psnr = -10.0 * np.log10(np.maximum(mse, 1e-12))
+    return {
+        "images": len(images),
+        "mse": float(np.mean(mse)),
+        "psnr_db": float(np.mean(psnr)),
+        "psnr_std_db": float(np.std(psnr)),
+        "ssim": float(np.mean(ssim_per_image(target, reconstructions))),
+    }
+
+
 def evaluate_reconstructions(model, images, batch_size=500):
     """Reconstruction metrics, plus code statistics for discrete models.
 
@@ -73,18 +106,9 @@ def evaluate_reconstructions(model, images, batch_size=500):
     """
     images = np.asarray(images)
     model.check_images(images)
-    target = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
-    reconstructions = np.clip(model.predict(images, batch_size=batch_size, verbose=0), 0.0, 1.0)
-    mse = np.mean(np.square(reconstructions - target), axis=(1, 2, 3))
-    # An exact reconstruction would have an infinite PSNR: floor the MSE.
-    psnr = -10.0 * np.log10(np.maximum(mse, 1e-12))
-    metrics = {
-        "images": len(images),
-        "mse": float(np.mean(mse)),
-        "psnr_db": float(np.mean(psnr)),
-        "psnr_std_db": float(np.std(psnr)),
-        "ssim": float(np.mean(ssim_per_image(target, reconstructions))),
-    }
+    metrics = reconstruction_metrics(
+        images, model.predict(images, batch_size=batch_size, verbose=0)
+    )
     if hasattr(model, "encode_indices"):
         metrics.update(codebook_statistics(model, encode_indices(model, images, batch_size)))
     return metrics
