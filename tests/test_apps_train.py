@@ -125,6 +125,8 @@ def test_train_distribute_on_two_devices(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", DISTRIBUTED_TRAIN, *arguments, *sizes, "--batch-size", "4"]
         + ["--epochs", "1", "--quiet", "--distribute"],
+        # Not the repository root: `import vqkeras` must find the installed package.
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,

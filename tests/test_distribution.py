@@ -148,6 +148,8 @@ def test_two_devices_train_like_one_with_the_same_global_batch(tmp_path, kind, l
     result = subprocess.run(
         [sys.executable, "-c", EQUIVALENCE, BACKEND, TESTS_DIR, str(out), kind],
         env=dict(os.environ, KERAS_BACKEND=BACKEND),
+        # Not the repository root: `import vqkeras` must find the installed package.
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
