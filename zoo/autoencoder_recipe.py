@@ -29,7 +29,6 @@ images divided by the epoch's training time (validation excluded; the first
 epoch includes tracing).
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -37,6 +36,7 @@ import os
 import time
 
 import keras
+from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
@@ -93,24 +93,7 @@ class AutoencoderRecipe:
 
 
 def parse_args(description, argv=None):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", required=True, help=".npz in the keras.datasets layout")
-    parser.add_argument("--out", required=True, help="output directory (created if needed)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--schedule-epochs",
-        type=int,
-        default=None,
-        help="length of the cosine learning-rate schedule in epochs (default: --epochs)",
-    )
-    parser.add_argument(
-        "--time-limit-minutes",
-        type=float,
-        default=None,
-        help="stop after the epoch that passes this much training time in this session",
-    )
+    parser = training_parser(description)
     parser.add_argument(
         "--limit-train",
         type=int,
@@ -118,14 +101,7 @@ def parse_args(description, argv=None):
         metavar="N",
         help="train on the first N training images only (for quick runs and timing)",
     )
-    args = parser.parse_args(argv)
-    if args.schedule_epochs is None:
-        args.schedule_epochs = args.epochs
-    for name in ("epochs", "batch_size", "limit_train", "schedule_epochs"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    return args
+    return parse_training_args(parser, argv)
 
 
 def build_model(recipe, seed, total_steps):

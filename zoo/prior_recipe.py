@@ -31,7 +31,6 @@ given the codes before them and the class label; `bits_per_dim` the NLL of a
 whole grid in bits divided by the pixel values of an image (H * W * C).
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -40,6 +39,7 @@ import time
 
 import keras
 import numpy as np
+from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 import vqkeras
 from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
@@ -88,8 +88,7 @@ class PriorRecipe:
 
 
 def parse_args(recipe, description, argv=None):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", required=True, help=".npz in the keras.datasets layout")
+    parser = training_parser(description)
     parser.add_argument(
         "--vqvae", default=recipe.vqvae, help="VQ-VAE preset: a shipped name or a folder"
     )
@@ -99,25 +98,7 @@ def parse_args(recipe, description, argv=None):
             default=recipe.classifier,
             help="classifier preset that judges the class-conditional samples",
         )
-    parser.add_argument("--out", required=True, help="output directory (created if needed)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--schedule-epochs",
-        type=int,
-        default=None,
-        help="length of the cosine learning-rate schedule in epochs (default: --epochs)",
-    )
-    parser.add_argument("--time-limit-minutes", type=float, default=None)
-    args = parser.parse_args(argv)
-    if args.schedule_epochs is None:
-        args.schedule_epochs = args.epochs
-    for name in ("epochs", "batch_size", "schedule_epochs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
-    if args.time_limit_minutes is not None and args.time_limit_minutes <= 0:
-        parser.error("--time-limit-minutes must be positive")
+    args = parse_training_args(parser, argv)
     args.classifier = getattr(args, "classifier", None)
     return args
 

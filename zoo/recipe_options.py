@@ -1,0 +1,43 @@
+"""The command-line options every zoo recipe shares: data, output folder,
+epochs, batch size, seed, the learning-rate schedule's length and a time limit."""
+
+import argparse
+
+
+def training_parser(description):
+    """An `ArgumentParser` with the shared options; a recipe adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help=".npz in the keras.datasets layout")
+    parser.add_argument("--out", required=True, help="output directory (created if needed)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--schedule-epochs",
+        type=int,
+        default=None,
+        help="length of the cosine learning-rate schedule in epochs (default: --epochs)",
+    )
+    parser.add_argument(
+        "--time-limit-minutes",
+        type=float,
+        default=None,
+        help="stop after the epoch that passes this much training time in this session",
+    )
+    return parser
+
+
+def parse_training_args(parser, argv=None):
+    """Parses and checks the options: positive counts (`--limit-train` too, where
+    the recipe has it), a positive time limit; `--schedule-epochs` defaults to
+    `--epochs`."""
+    args = parser.parse_args(argv)
+    if args.schedule_epochs is None:
+        args.schedule_epochs = args.epochs
+    for name in ("epochs", "batch_size", "schedule_epochs", "limit_train"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.time_limit_minutes is not None and args.time_limit_minutes <= 0:
+        parser.error(f"--time-limit-minutes must be positive, got {args.time_limit_minutes}")
+    return args
