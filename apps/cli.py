@@ -161,7 +161,6 @@ def _first_paragraph(module):
 def build_parser():
     from vqkeras.apps import demo, evaluate, export_latents, reconstruct, sample, train
     from vqkeras.apps.inputs import INPUT_HELP
-
     from vqkeras.models.factory import FAMILIES
 
     parser = argparse.ArgumentParser(

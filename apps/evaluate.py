@@ -15,11 +15,11 @@ What is measured depends on the preset:
 """
 
 import numpy as np
+
+from vqkeras import presets
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.models import load_model
 from vqkeras.apps.outputs import check_outputs, describe_input
-
-from vqkeras import presets
 from vqkeras.evaluation import (
     conditional_sample_agreement,
     encode_indices,

@@ -29,12 +29,12 @@ import json
 import os
 
 import numpy as np
+
 from vqkeras.apps import models
 from vqkeras.apps.console import notice
 from vqkeras.apps.images import code_picture, image_grid, to_uint8, write_png
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.outputs import check_outputs, describe_input, make_folder, output_paths
-
 from vqkeras.file_io import write_atomic, write_json_atomic
 
 FORMATS = ("npz", "npy", "jsonl")

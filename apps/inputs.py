@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 from PIL import Image
-from vqkeras.apps.console import notice, progress, warn
 
 from vqkeras import samples
+from vqkeras.apps.console import notice, progress, warn
 
 SAMPLE_PREFIX = "sample:"
 TFDS_PREFIX = "tfds:"

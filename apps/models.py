@@ -8,10 +8,10 @@ for VQVAE2.
 
 import keras
 import numpy as np
-from vqkeras.apps.console import progress
-from vqkeras.apps.inputs import model_image_shape
 
 from vqkeras import evaluation
+from vqkeras.apps.console import progress
+from vqkeras.apps.inputs import model_image_shape
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.presets import from_preset
 from vqkeras.validation import check_indices

@@ -22,11 +22,11 @@ Examples:
 import csv
 
 import numpy as np
+
 from vqkeras.apps import models
 from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.outputs import describe_input, make_folder, output_paths
-
 from vqkeras.evaluation import ssim_per_image
 from vqkeras.file_io import write_atomic, write_json_atomic
 

@@ -23,10 +23,10 @@ Example:
 
 import keras
 import numpy as np
+
 from vqkeras.apps import models
 from vqkeras.apps.images import image_grid, to_uint8, write_png
 from vqkeras.apps.outputs import make_folder, output_paths
-
 from vqkeras.file_io import write_atomic
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.presets import from_preset

@@ -33,11 +33,11 @@ import os
 
 import keras
 import numpy as np
+
+from vqkeras import distribution
 from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images
 from vqkeras.apps.outputs import describe_input
-
-from vqkeras import distribution
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models.factory import build_autoencoder

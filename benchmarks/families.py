@@ -86,14 +86,14 @@ import time
 
 import keras
 import numpy as np
-from vqkeras.zoo import autoencoder_recipe as recipe
-from vqkeras.zoo.vqvae_mnist.recipe import RECIPE
 
 import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import fit_resumable, is_resuming, load_npz_splits
+from vqkeras.zoo import autoencoder_recipe as recipe
+from vqkeras.zoo.vqvae_mnist.recipe import RECIPE
 
 FAMILIES = ("ae", "vae", "klvae", "vqvae", "rqvae")
 LABELS = {

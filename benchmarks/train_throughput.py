@@ -137,9 +137,9 @@ def run_recipe(name, args):
     import importlib
 
     import keras
-    from vqkeras.zoo.autoencoder_recipe import build_model
 
     from vqkeras.layers import EMAVectorQuantizer
+    from vqkeras.zoo.autoencoder_recipe import build_model
 
     recipe = importlib.import_module(f"vqkeras.zoo.{name}.recipe").RECIPE
     keras.utils.set_random_seed(args.seed)

@@ -16,6 +16,19 @@ def _fresh_keras_state():
     keras.backend.clear_session()
 
 
+def subprocess_env(**overrides):
+    """The environment for a Python subprocess that must import the vqkeras
+    under test: the installed package, or the source tree's when the suite
+    runs from a clone with `python -m pytest`."""
+    import os
+
+    import vqkeras
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(vqkeras.__file__)))
+    path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **overrides)
+
+
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
@@ -126,7 +139,7 @@ def assert_weights_load_on_other_backends(model, images, tmp_path):
         result = subprocess.run(
             [sys.executable, "load.py", *args],
             cwd=tmp_path,
-            env=dict(os.environ, KERAS_BACKEND=backend),
+            env=subprocess_env(KERAS_BACKEND=backend),
             capture_output=True,
             text=True,
             timeout=300,

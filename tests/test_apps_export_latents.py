@@ -7,9 +7,9 @@ from PIL import Image
 from test_rqvae import small_rqvae
 from test_vae import small_vae
 from test_vqvae2 import small_vqvae2
+
 from vqkeras.apps.cli import main
 from vqkeras.apps.images import to_uint8
-
 from vqkeras.presets import from_preset
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 from PIL import Image
-from vqkeras.apps.inputs import ImageSet, load_images, model_image_shape
 
 from vqkeras import samples
+from vqkeras.apps.inputs import ImageSet, load_images, model_image_shape
 
 
 def write_png(path, array):

@@ -7,9 +7,9 @@ from conftest import blob_images, small_vqvae
 from PIL import Image
 from test_vae import small_vae
 from test_vqvae2 import small_vqvae2
+
 from vqkeras.apps.cli import main
 from vqkeras.apps.images import MIN_TILE_PIXELS, PADDING
-
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.presets import from_preset
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import small_vqvae, to_numpy
 from PIL import Image
+
 from vqkeras.apps.cli import main
 from vqkeras.apps.images import to_uint8
-
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.presets import from_preset

@@ -6,11 +6,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import blob_images
-from vqkeras.apps.cli import main
+from conftest import blob_images, subprocess_env
 
 import vqkeras
 from vqkeras import distribution
+from vqkeras.apps.cli import main
 from vqkeras.evaluation import evaluate_reconstructions
 
 
@@ -125,8 +125,8 @@ def test_train_distribute_on_two_devices(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", DISTRIBUTED_TRAIN, *arguments, *sizes, "--batch-size", "4"]
         + ["--epochs", "1", "--quiet", "--distribute"],
-        # Not the repository root: `import vqkeras` must find the installed package.
         cwd=tmp_path,
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=300,

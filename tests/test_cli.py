@@ -1,12 +1,12 @@
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from vqkeras.apps.cli import main
+from conftest import subprocess_env
 
+from vqkeras.apps.cli import main
 from vqkeras.evaluation import evaluate_prior
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
@@ -88,14 +88,13 @@ def test_damaged_npz(tmp_path, capsys):
 
 
 def test_module_entry_point_help(tmp_path):
-    # From another folder: `python -m` puts the working directory on sys.path,
-    # and the source tree's vqkeras/ has no apps/ inside.
+    # From another folder, so that the working directory on sys.path plays no part.
     result = subprocess.run(
         [sys.executable, "-m", "vqkeras.apps", "evaluate", "--help"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=dict(os.environ),
+        env=subprocess_env(),
         timeout=120,
     )
     assert result.returncode == 0 and "--input" in result.stdout

@@ -5,6 +5,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import subprocess_env
 
 from vqkeras import distribution
 
@@ -147,8 +148,7 @@ def test_two_devices_train_like_one_with_the_same_global_batch(tmp_path, kind, l
     out = tmp_path / "result.npz"
     result = subprocess.run(
         [sys.executable, "-c", EQUIVALENCE, BACKEND, TESTS_DIR, str(out), kind],
-        env=dict(os.environ, KERAS_BACKEND=BACKEND),
-        # Not the repository root: `import vqkeras` must find the installed package.
+        env=subprocess_env(KERAS_BACKEND=BACKEND),
         cwd=tmp_path,
         capture_output=True,
         text=True,

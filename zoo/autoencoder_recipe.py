@@ -36,7 +36,6 @@ import os
 import time
 
 import keras
-from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
@@ -44,6 +43,7 @@ from vqkeras.file_io import write_json_atomic
 from vqkeras.models import KLVAE
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import fit_resumable, load_npz_splits, sample_check
+from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 LEARNING_RATE = 1e-3
 FINAL_LEARNING_RATE_FRACTION = 0.1

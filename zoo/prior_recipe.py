@@ -39,13 +39,13 @@ import time
 
 import keras
 import numpy as np
-from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 import vqkeras
 from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.training import completed_epochs, fit_resumable, load_npz_splits
+from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 LEARNING_RATE = 1e-3
 FINAL_LEARNING_RATE_FRACTION = 0.05

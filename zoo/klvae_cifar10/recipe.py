@@ -14,6 +14,13 @@ Usage (any Keras backend):
         --data path/to/cifar10.npz --out runs/klvae_cifar10 --epochs 10
 """
 
+import pathlib
+import sys
+
+# Run from a clone without installing: the repository root holds the vqkeras package.
+if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
 from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
 
 RECIPE = AutoencoderRecipe(

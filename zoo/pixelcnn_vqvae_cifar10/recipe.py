@@ -25,6 +25,13 @@ given the codes before them and the class label; `bits_per_dim` the NLL of a
 whole grid in bits divided by the 3072 pixel values of an image.
 """
 
+import pathlib
+import sys
+
+# Run from a clone without installing: the repository root holds the vqkeras package.
+if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
 from vqkeras.zoo.prior_recipe import PriorRecipe, main
 
 RECIPE = PriorRecipe(

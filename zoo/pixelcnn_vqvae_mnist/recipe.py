@@ -43,6 +43,13 @@ whole grid in bits divided by the 784 pixel values of an image. The training
 and its outputs are those of `zoo/prior_recipe.py`.
 """
 
+import pathlib
+import sys
+
+# Run from a clone without installing: the repository root holds the vqkeras package.
+if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
 from vqkeras.zoo.prior_recipe import PriorRecipe, main
 
 RECIPE = PriorRecipe(

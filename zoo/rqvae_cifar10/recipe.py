@@ -20,6 +20,13 @@ Usage (any Keras backend):
 of CIFAR-10 (quality 75), not on the canonical pixels; its card says so.
 """
 
+import pathlib
+import sys
+
+# Run from a clone without installing: the repository root holds the vqkeras package.
+if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
 from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
 
 RECIPE = AutoencoderRecipe(

@@ -15,6 +15,13 @@ Usage (any Keras backend):
 `vqkeras.from_preset("runs/vqvae_mnist/preset")`.
 """
 
+import pathlib
+import sys
+
+# Run from a clone without installing: the repository root holds the vqkeras package.
+if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
 from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
 
 RECIPE = AutoencoderRecipe(
