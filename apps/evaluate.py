@@ -20,6 +20,7 @@ from vqkeras import presets
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.models import load_model
 from vqkeras.apps.outputs import check_outputs, describe_input
+from vqkeras.codes import codes_by_name
 from vqkeras.evaluation import (
     conditional_sample_agreement,
     encode_indices,
@@ -49,15 +50,21 @@ def _prior_metrics(args, prior, metadata):
     vqvae = load_model(vqvae_name)
     inputs = _load(args, vqvae)
     labels = _labels(inputs, "A class-conditional prior") if prior.num_classes else None
-    codes = encode_indices(vqvae, inputs.images, args.batch_size)
-    two_levels = isinstance(codes, dict)
-    if two_levels:  # a VQVAE2's top prior, or its bottom prior given the top codes
-        codes = (codes["bottom"], codes["top"]) if prior.conditioned_on_grid else codes["top"]
+    grids = vqvae.code_grids()
+    by_name = {grid.name: grid for grid in grids}
+    grid = next((g for g in grids if prior.fits(g, by_name.get(g.conditioned_on))), None)
+    if grid is None:
+        raise ValueError(f"Prior {args.model!r} models none of the code grids of {vqvae_name!r}.")
+    codes = codes_by_name(grids, encode_indices(vqvae, inputs.images, args.batch_size))
+    if grid.conditioned_on is None:
+        codes = codes[grid.name]
+    else:  # a VQVAE2's bottom prior, given the top codes
+        codes = (codes[grid.name], codes[grid.conditioned_on])
     metrics = {"vqvae": vqvae_name, "skipped": len(inputs.skipped)}
     metrics.update(evaluate_prior(prior, codes, labels, batch_size=args.batch_size))
     classifier_name = args.classifier or metadata.get("classifier")
     # Samples of a single prior decode alone only for one-level models.
-    if prior.num_classes and classifier_name and args.samples_per_class and not two_levels:
+    if prior.num_classes and classifier_name and args.samples_per_class and len(grids) == 1:
         metrics["classifier"] = classifier_name
         metrics["conditional_sample_agreement"] = conditional_sample_agreement(
             prior,

@@ -35,6 +35,7 @@ from vqkeras.apps.console import notice
 from vqkeras.apps.images import code_picture, image_grid, to_uint8, write_png
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.outputs import check_outputs, describe_input, make_folder, output_paths
+from vqkeras.codes import SINGLE_GRID_NAME
 from vqkeras.file_io import write_atomic, write_json_atomic
 
 FORMATS = ("npz", "npy", "jsonl")
@@ -66,12 +67,11 @@ def _write_codes(path, format, codes, model_name, labels, names, overwrite):
             arrays["names"] = np.array(names)
         write_atomic(path, lambda f: np.savez(f, **arrays), overwrite=overwrite, mode="wb")
     elif format == "npy":
-        write_atomic(
-            path, lambda f: np.save(f, codes[models.SINGLE_LEVEL]), overwrite=overwrite, mode="wb"
-        )
+        (array,) = codes.values()  # export checks that the model has one grid
+        write_atomic(path, lambda f: np.save(f, array), overwrite=overwrite, mode="wb")
         metadata = {
             "model": model_name,
-            "shape": list(codes[models.SINGLE_LEVEL].shape),
+            "shape": list(array.shape),
             "labels": None if labels is None else labels.tolist(),
             "names": names,
         }
@@ -98,14 +98,14 @@ def _sidecar(path):
 def _codes_picture(images, codes, model):
     """Rows of an image next to its code grids (one tile per RQVAE level)."""
     size = images.shape[1:3]
+    num_embeddings = {grid.name: grid.num_embeddings for grid in model.code_grids()}
     rows = []
     for index in range(min(PICTURE_IMAGES, len(images))):
         row = [images[index]]
         for level, grids in codes.items():
             grid = grids[index]
             planes = [grid] if grid.ndim == 2 else [grid[..., d] for d in range(grid.shape[-1])]
-            count = models.num_embeddings(model, level)
-            row += [code_picture(plane, count, size) for plane in planes]
+            row += [code_picture(plane, num_embeddings[level], size) for plane in planes]
         rows.append(row)
     return image_grid(rows, len(rows[0]))
 
@@ -120,13 +120,12 @@ def export(args):
     model = models.load_model(args.model)
     models.require_codes(model, args.model)
     channels, size = model_image_shape(model)
-    if format == "npy":
-        levels = models.code_shapes(model, args.model)
-        if models.SINGLE_LEVEL not in levels:
-            raise ValueError(
-                f"--format npy holds one array, but {args.model!r} has the code grids "
-                f"{sorted(levels)}: use npz or jsonl."
-            )
+    grids = models.code_grids(model, args.model)
+    if format == "npy" and len(grids) != 1:
+        raise ValueError(
+            f"--format npy holds one array, but {args.model!r} has the code grids "
+            f"{sorted(grid.name for grid in grids)}: use npz or jsonl."
+        )
     inputs = load_images(
         args.input, args.split, channels, size, args.strict, args.limit, args.quiet
     )
@@ -193,7 +192,7 @@ def read_codes(path):
         except Exception as e:  # zip or format errors from a damaged file
             raise ValueError(f"Cannot read {path!r} as .{format}: {e}") from None
         if format == "npy":
-            codes, labels, names, model_name = {models.SINGLE_LEVEL: data}, None, None, None
+            codes, labels, names, model_name = {SINGLE_GRID_NAME: data}, None, None, None
             if os.path.isfile(_sidecar(path)):
                 with open(_sidecar(path)) as f:
                     metadata = json.load(f)

@@ -1,9 +1,9 @@
 """Running models for the apps: batch loops with progress bars, and the code
 grids of VQ models as dicts of NumPy arrays, whatever the family.
 
-The code grids of a model are named by level: `{"indices": ...}` for VQVAE
-(`(N, h, w)`) and RQVAE (`(N, h, w, depth)`), `{"top": ..., "bottom": ...}`
-for VQVAE2.
+The code grids of a model are named as its `code_grids()` name them:
+`{"indices": ...}` for one grid (VQVAE `(N, h, w)`, RQVAE `(N, h, w, depth)`),
+`{"top": ..., "bottom": ...}` for VQVAE2.
 """
 
 import keras
@@ -12,11 +12,10 @@ import numpy as np
 from vqkeras import evaluation
 from vqkeras.apps.console import progress
 from vqkeras.apps.inputs import model_image_shape
+from vqkeras.codes import codes_by_name, codes_from_names
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.presets import from_preset
 from vqkeras.validation import check_indices
-
-SINGLE_LEVEL = "indices"
 
 
 def load_model(name_or_dir):
@@ -47,87 +46,74 @@ def reconstruct(model, images, batch_size, quiet=False):
 
 def require_codes(model, name):
     """Raises a clear error unless `model` has discrete codes."""
-    if not hasattr(model, "encode_indices"):
+    if not model.code_grids():
         raise ValueError(
             f"Model {name!r} is a {type(model).__name__}, which has no discrete codes "
             "(no encode_indices): expected a VQ model (VQVAE, RQVAE or VQVAE2)."
         )
 
 
-def _as_levels(codes):
-    codes = codes if isinstance(codes, dict) else {SINGLE_LEVEL: codes}
-    return {level: np.asarray(keras.ops.convert_to_numpy(grid)) for level, grid in codes.items()}
-
-
-def code_shapes(model, name):
-    """`{level: code shape per image}` of `model` (a preset named `name`) for
-    images of the size it was built for."""
+def code_grids(model, name):
+    """`model.code_grids()` (a preset named `name`) for the images it was built for."""
     channels, size = model_image_shape(model)
     if size is None:
         raise ValueError(f"Model {name!r} was saved without an image size.")
-    probe = np.zeros((1, *size, channels), "uint8")
-    return {
-        level: grid.shape[1:] for level, grid in _as_levels(model.encode_indices(probe)).items()
-    }
+    return model.code_grids((*size, channels))
 
 
-def num_embeddings(model, level):
-    """Number of codes K of a level of `model`'s code grids."""
-    if level == SINGLE_LEVEL:
-        return model.num_embeddings
-    return getattr(model, f"{level}_quantizer").num_embeddings
+def _to_numpy(codes):
+    return {name: np.asarray(keras.ops.convert_to_numpy(grid)) for name, grid in codes.items()}
 
 
 def encode(model, images, batch_size, quiet=False):
-    """`{level: int32 code grids}` of `images`."""
+    """`{grid name: int32 codes}` of `images`."""
+    grids = model.code_grids()
     parts = [
-        _as_levels(model.encode_indices(images[batch]))
+        _to_numpy(codes_by_name(grids, model.encode_indices(images[batch])))
         for batch in batches(len(images), batch_size, "encoding", quiet)
     ]
     return {
-        level: np.concatenate([part[level] for part in parts]).astype("int32") for level in parts[0]
+        name: np.concatenate([part[name] for part in parts]).astype("int32") for name in parts[0]
     }
 
 
 def check_codes(model, name, codes):
-    """Raises a clear error unless `codes` (`{level: grids}`) can be decoded by
-    `model`: the same levels, the grid shapes of the images it was built for
-    (an RQVAE also decodes its first k <= depth levels) and codes in [0, K)."""
-    expected = code_shapes(model, name)
+    """Raises a clear error unless `codes` (`{grid name: codes}`) can be
+    decoded by `model`: the same grids, of the shapes of the images it was
+    built for (stacked codes may hold their first k <= depth levels only) and
+    codes in [0, K)."""
+    grids = code_grids(model, name)
+    expected = [grid.name for grid in grids]
     if set(codes) != set(expected):
         raise ValueError(
             f"Model {name!r} has the code grids {sorted(expected)}; received {sorted(codes)}."
         )
-    for level, shape in expected.items():
-        grids = codes[level]
-        received = grids.shape[1:]
-        fits = len(received) == len(shape) and received[:2] == shape[:2]
-        if fits and len(shape) == 3:
-            fits = 1 <= received[2] <= shape[2]
+    for grid in grids:
+        received = codes[grid.name].shape[1:]
+        fits = len(received) == len(grid.shape) and received[:2] == grid.spatial_shape
+        if fits and grid.depth is not None:
+            fits = 1 <= received[2] <= grid.depth
         if not fits:
-            per_image = "x".join(str(size) for size in shape)
+            per_image = "x".join(str(size) for size in grid.shape)
             raise ValueError(
-                f"Model {name!r} decodes {level} code grids of shape (N, {', '.join(map(str, shape))})"
-                f" ({per_image} per image); received shape {grids.shape}."
+                f"Model {name!r} decodes {grid.name} code grids of shape "
+                f"(N, {', '.join(map(str, grid.shape))}) ({per_image} per image); received "
+                f"shape {codes[grid.name].shape}."
             )
-        check_indices(grids, num_embeddings(model, level), name=f"{level} codes of {name!r}")
+        check_indices(codes[grid.name], grid.num_embeddings, name=f"{grid.name} codes of {name!r}")
 
 
 def decode(model, codes, batch_size, quiet=False):
-    """float32 images on [0, 1] (clipped) decoded from `{level: code grids}`."""
+    """float32 images on [0, 1] (clipped) decoded from `{grid name: codes}`."""
+    grids = model.code_grids()
     count = len(next(iter(codes.values())))
     outputs = []
     for batch in batches(count, batch_size, "decoding", quiet):
-        grids = {level: value[batch] for level, value in codes.items()}
-        decoded = (
-            model.decode_indices(grids[SINGLE_LEVEL])
-            if SINGLE_LEVEL in grids
-            else model.decode_indices(**grids)
-        )
-        outputs.append(np.asarray(keras.ops.convert_to_numpy(decoded)))
+        part = codes_from_names(grids, {name: value[batch] for name, value in codes.items()})
+        outputs.append(np.asarray(keras.ops.convert_to_numpy(model.decode_indices(part))))
     return np.clip(np.concatenate(outputs), 0.0, 1.0)
 
 
 def codebook_statistics(codes, model):
-    """`vqkeras.evaluation.codebook_statistics` of `{level: code grids}`."""
-    return evaluation.codebook_statistics(model, codes.get(SINGLE_LEVEL, codes))
+    """`vqkeras.evaluation.codebook_statistics` of `{grid name: codes}`."""
+    return evaluation.codebook_statistics(model, codes_from_names(model.code_grids(), codes))

@@ -81,7 +81,7 @@ def run(args):
         "psnr_std_db": float(np.std(metrics["psnr_db"])),
         "ssim": float(np.mean(metrics["ssim"])),
     }
-    if hasattr(model, "encode_indices"):
+    if model.code_grids():
         codes = models.encode(model, inputs.images, args.batch_size, args.quiet)
         summary.update(models.codebook_statistics(codes, model))
 

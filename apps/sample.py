@@ -39,48 +39,50 @@ def _grid_text(shape, count):
     return f"{'x'.join(str(size) for size in shape)} grids of K={count} codes"
 
 
-def _check_level(prior, prior_name, model_name, shape, count, condition=None):
-    """Raises a clear error unless `prior` samples `shape` grids of `count`
-    codes (given a `(shape, count)` condition grid, or none)."""
-    if (count, tuple(shape)) != (prior.num_embeddings, prior.code_shape):
+def _check_level(prior, prior_name, model_name, grid, condition=None):
+    """Raises a clear error unless `prior` samples the codes of `grid` given
+    those of the `condition` grid (or given none)."""
+    if (grid.num_embeddings, tuple(grid.shape)) != (prior.num_embeddings, prior.code_shape):
         raise ValueError(
             f"Prior {prior_name!r} samples {_grid_text(prior.code_shape, prior.num_embeddings)}"
-            f" but model {model_name!r} decodes {_grid_text(shape, count)}: they do not fit."
+            f" but model {model_name!r} decodes {_grid_text(grid.shape, grid.num_embeddings)}: "
+            "they do not fit."
         )
-    given = None
-    if prior.conditioned_on_grid:
-        given = (tuple(prior.condition_grid_shape), prior.condition_num_embeddings)
-    if given != condition:
-        wanted = "no condition grid" if condition is None else _grid_text(*condition)
-        has = "none" if given is None else _grid_text(*given)
+    if not prior.fits(grid, condition):
+        wanted = (
+            "no condition grid"
+            if condition is None
+            else _grid_text(condition.spatial_shape, condition.num_embeddings)
+        )
+        has = "none"
+        if prior.conditioned_on_grid:
+            has = _grid_text(prior.condition_grid_shape, prior.condition_num_embeddings)
         raise ValueError(
             f"Prior {prior_name!r} needs {wanted} for model {model_name!r}; it is conditioned "
             f"on {has}."
         )
 
 
-def check_fit(model, model_name, prior, prior_name, bottom_prior=None, bottom_prior_name=None):
-    """Raises a clear error unless the priors sample the codes `model` decodes:
-    one prior for a single grid, a top and a bottom prior for a VQVAE2."""
-    shapes = models.code_shapes(model, model_name)
-    if models.SINGLE_LEVEL in shapes:
-        if bottom_prior is not None:
-            raise ValueError(
-                f"--bottom-prior is for a VQVAE2's two levels; model {model_name!r} has one."
-            )
-        shape = tuple(shapes[models.SINGLE_LEVEL])
-        _check_level(prior, prior_name, model_name, shape, model.num_embeddings)
-        return
-    if bottom_prior is None:
-        levels = ", ".join(f"{level} {tuple(shape)}" for level, shape in shapes.items())
+def check_fit(model, model_name, priors):
+    """Raises a clear error unless `priors`, `[(prior, name)]`, sample the
+    codes `model` decodes: one prior per code grid, in the grids' order, each
+    conditioned on the grid its grid is chosen given (VQVAE2: `--prior` for
+    the top grid, `--bottom-prior` for the bottom one given the top)."""
+    grids = models.code_grids(model, model_name)
+    if len(priors) > len(grids):
+        raise ValueError(
+            f"--bottom-prior is for a VQVAE2's two levels; model {model_name!r} has one."
+        )
+    if len(priors) < len(grids):
+        levels = ", ".join(f"{grid.name} {tuple(grid.shape)}" for grid in grids)
         raise ValueError(
             f"Model {model_name!r} has the code grids {levels}: give --prior for the top grid "
             "and --bottom-prior for the bottom grid, conditioned on the top one."
         )
-    top = (tuple(shapes["top"]), models.num_embeddings(model, "top"))
-    _check_level(prior, prior_name, model_name, *top)
-    bottom = (tuple(shapes["bottom"]), models.num_embeddings(model, "bottom"))
-    _check_level(bottom_prior, bottom_prior_name, model_name, *bottom, condition=top)
+    by_name = {grid.name: grid for grid in grids}
+    for grid, (prior, prior_name) in zip(grids, priors):
+        condition = by_name.get(grid.conditioned_on)
+        _check_level(prior, prior_name, model_name, grid, condition)
 
 
 def sample_labels(prior, prior_name, label, num):
@@ -104,19 +106,18 @@ def run(args):
     paths = output_paths(args.out, ("samples.png", "codes.npz"), args.overwrite)
     model = models.load_model(args.model)
     models.require_codes(model, args.model)
-    prior = from_preset(args.prior, expected_class=PixelCNNPrior)
-    bottom_prior = None
-    if args.bottom_prior is not None:
-        bottom_prior = from_preset(args.bottom_prior, expected_class=PixelCNNPrior)
-    check_fit(model, args.model, prior, args.prior, bottom_prior, args.bottom_prior)
+    names = [args.prior] + ([] if args.bottom_prior is None else [args.bottom_prior])
+    priors = [from_preset(name, expected_class=PixelCNNPrior) for name in names]
+    check_fit(model, args.model, list(zip(priors, names)))
+    prior = priors[0]
     labels = sample_labels(prior, args.prior, args.label, args.num)
-    if bottom_prior is not None and bottom_prior.conditional != prior.conditional:
+    if any(other.conditional != prior.conditional for other in priors[1:]):
         raise ValueError(
             f"Prior {args.prior!r} and bottom prior {args.bottom_prior!r} must both be "
             "class-conditional or both unconditional."
         )
-    top_level = models.SINGLE_LEVEL if bottom_prior is None else "top"
-    parts = {top_level: []} if bottom_prior is None else {"top": [], "bottom": []}
+    grids = models.code_grids(model, args.model)
+    parts = {grid.name: [] for grid in grids}
     for number, batch in enumerate(
         models.batches(args.num, args.batch_size, "sampling", args.quiet)
     ):
@@ -127,16 +128,16 @@ def run(args):
             "top_k": args.top_k,
         }
         # One seed per batch, derived from --seed: the same --seed and
-        # --batch-size give the same samples (on the same backend). The
-        # bottom prior's seeds lie past all the top prior's.
-        seed = None if args.seed is None else args.seed + number
-        grids = keras.ops.convert_to_numpy(prior.sample(count, seed=seed, **options))
-        parts[top_level].append(grids.astype("int32"))
-        if bottom_prior is not None:
-            bottom_seed = None if seed is None else seed + args.num
-            bottom = bottom_prior.sample(count, condition=grids, seed=bottom_seed, **options)
-            parts["bottom"].append(keras.ops.convert_to_numpy(bottom).astype("int32"))
-    codes = {level: np.concatenate(grids) for level, grids in parts.items()}
+        # --batch-size give the same samples (on the same backend). A VQVAE2's
+        # bottom grid seeds lie past all those of its top grid.
+        sampled = {}
+        for level, (grid, grid_prior) in enumerate(zip(grids, priors)):
+            seed = None if args.seed is None else args.seed + number + level * args.num
+            condition = sampled.get(grid.conditioned_on)
+            codes = grid_prior.sample(count, condition=condition, seed=seed, **options)
+            sampled[grid.name] = keras.ops.convert_to_numpy(codes).astype("int32")
+            parts[grid.name].append(sampled[grid.name])
+    codes = {name: np.concatenate(part) for name, part in parts.items()}
     images = to_uint8(models.decode(model, codes, args.batch_size, args.quiet))
     by_class = args.label is None and prior.conditional and prior.num_classes <= MAX_CLASS_COLUMNS
     columns = prior.num_classes if by_class else GRID_COLUMNS
@@ -144,7 +145,7 @@ def run(args):
     make_folder(paths["samples.png"])
     write_png(paths["samples.png"], image_grid(rows, columns), args.overwrite)
     arrays = {**codes, "model": np.array(args.model), "prior": np.array(args.prior)}
-    if bottom_prior is not None:
+    if args.bottom_prior is not None:
         arrays["bottom_prior"] = np.array(args.bottom_prior)
     if labels is not None:
         arrays["labels"] = labels

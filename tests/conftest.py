@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vqkeras.layers import ConvDecoder, ConvEncoder, EMAVectorQuantizer, VectorQuantizer
-from vqkeras.models import VQVAE
+from vqkeras.models import VQVAE, LossTermsModel
+from vqkeras.models.optimizer_groups import OptimizerGroup
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +157,66 @@ def assert_weights_load_on_other_backends(model, images, tmp_path):
                 assert agreement >= 0.95, f"{backend} {key}: {agreement:.1%} equal"
             else:
                 np.testing.assert_allclose(loaded[key], value, atol=2e-5, err_msg=backend)
+
+
+class GeneratorCritic(LossTermsModel):
+    """Two optimizer groups trained against each other, small enough for
+    NumPy references: a linear generator fitted to targets and pushed up by
+    a linear critic, which learns with a hinge loss to score the targets
+    above 1 and the generator's outputs below -1. The generator's critic term
+    is weighted adaptively as VQGAN's is: ||grad fit_loss|| /
+    (||grad generator_loss|| + 1e-4) at the generator's kernel."""
+
+    def __init__(self, features=4, **kwargs):
+        super().__init__(loss_names=("fit_loss", "generator_loss", "critic_loss"), **kwargs)
+        self.generator = keras.layers.Dense(features, name="generator")
+        self.critic = keras.layers.Dense(1, name="critic")
+        self.adaptive_weight = keras.metrics.Mean(name="adaptive_weight")
+
+    @property
+    def optimizer_groups(self):
+        return (
+            OptimizerGroup("generator", ("fit_loss", "generator_loss")),
+            OptimizerGroup("critic", ("critic_loss",), layers=("critic",)),
+        )
+
+    def build(self, input_shape):
+        self.generator.build(input_shape)
+        self.critic.build(input_shape)
+
+    def call(self, x):
+        return self.generator(x)
+
+    def compute_losses(self, data, training=False):
+        x, target = data
+        fake = self.generator(x)
+        real_scores = self.critic(target)
+        fake_scores = self.critic(keras.ops.stop_gradient(fake))
+        terms = {
+            "fit_loss": keras.ops.mean(keras.ops.square(fake - target)),
+            "generator_loss": -keras.ops.mean(self.critic(fake)),
+            "critic_loss": keras.ops.mean(keras.ops.relu(1.0 - real_scores))
+            + keras.ops.mean(keras.ops.relu(1.0 + fake_scores)),
+        }
+        return terms, {}
+
+    def adaptive_loss_weights(self, terms, gradient_norm):
+        kernel = self.generator.kernel
+        fit_norm = gradient_norm(["fit_loss"], kernel)
+        return {"generator_loss": fit_norm / (gradient_norm(["generator_loss"], kernel) + 1e-4)}
+
+    @property
+    def extra_metrics(self):
+        return [self.adaptive_weight]
+
+    def update_extra_metrics(self, outputs):
+        if "loss_weights" in outputs:
+            self.adaptive_weight.update_state(outputs["loss_weights"]["generator_loss"])
+
+
+def generator_critic_data(n=16, features=4, seed=0):
+    """Inputs and targets for `GeneratorCritic`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    target = (x @ rng.normal(size=(features, features)) + 0.5).astype("float32")
+    return x, target

@@ -59,15 +59,16 @@ def test_indices_quantized_and_losses_match_numpy(shared, shape):
         expected += ((x - partial) ** 2).mean(axis=axes)
     np.testing.assert_allclose(to_numpy(out["codebook_loss"]), expected, rtol=1e-4)
     np.testing.assert_allclose(to_numpy(out["commitment_loss"]), 0.3 * expected, rtol=1e-4)
-    np.testing.assert_array_equal(to_numpy(layer.nearest_indices(x)), indices)
+    np.testing.assert_array_equal(to_numpy(layer.inputs_to_indices(x)), indices)
 
 
 def test_latent_error_never_grows_with_depth():
     layer, _ = built_rq(depth=5, zero_code=True)
     x = np.random.default_rng(2).normal(size=(64, 4)).astype("float32")
-    indices = layer.nearest_indices(x)
+    indices = layer.inputs_to_indices(x)
     errors = [
-        float(np.mean((to_numpy(layer.lookup(indices, depth=k)) - x) ** 2)) for k in range(1, 6)
+        float(np.mean((to_numpy(layer.indices_to_codes(indices, depth=k)) - x) ** 2))
+        for k in range(1, 6)
     ]
     assert all(later <= earlier + 1e-7 for earlier, later in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.5 * errors[0]
@@ -81,8 +82,11 @@ def test_trained_ema_codebooks_refine_level_by_level():
     data = rng.normal(size=(512, 2)).astype("float32")
     for _ in range(30):
         layer(data[rng.permutation(512)[:256]], training=True)
-    indices = layer.nearest_indices(data)
-    errors = [float(np.mean((to_numpy(layer.lookup(indices, k)) - data) ** 2)) for k in (1, 2, 3)]
+    indices = layer.inputs_to_indices(data)
+    errors = [
+        float(np.mean((to_numpy(layer.indices_to_codes(indices, k)) - data) ** 2))
+        for k in (1, 2, 3)
+    ]
     assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < 0.05
 
@@ -92,9 +96,13 @@ def test_partial_lookup_is_the_sum_of_the_first_levels():
     indices = np.random.default_rng(4).integers(0, 32, size=(2, 3, 3, 4)).astype("int32")
     for k in range(1, 5):
         expected = sum(codebooks[level][indices[..., level]] for level in range(k))
-        np.testing.assert_allclose(to_numpy(layer.lookup(indices, depth=k)), expected, atol=1e-6)
+        np.testing.assert_allclose(
+            to_numpy(layer.indices_to_codes(indices, depth=k)), expected, atol=1e-6
+        )
         # A prefix of the indices means the same.
-        np.testing.assert_allclose(to_numpy(layer.lookup(indices[..., :k])), expected, atol=1e-6)
+        np.testing.assert_allclose(
+            to_numpy(layer.indices_to_codes(indices[..., :k])), expected, atol=1e-6
+        )
 
 
 def test_straight_through_to_the_input_and_codebook_gradients_per_level():
@@ -135,7 +143,7 @@ def test_ema_codebooks_change_only_in_training():
     layer(x)
     before = [to_numpy(q.codebook) for q in layer.level_quantizers]
     layer(x, training=False)
-    layer.nearest_indices(x)
+    layer.inputs_to_indices(x)
     for old, quantizer in zip(before, layer.level_quantizers):
         np.testing.assert_array_equal(to_numpy(quantizer.codebook), old)
     layer(x, training=True)
@@ -195,12 +203,14 @@ def test_bad_arguments_and_inputs_get_clear_errors():
         ResidualVectorQuantizer(VectorQuantizer(8, 4), depth=0)
     with pytest.raises(ValueError, match=r"depth=2\.5"):
         ResidualVectorQuantizer(VectorQuantizer(8, 4), depth=2.5)
-    with pytest.raises(TypeError, match=r"VectorQuantizer or EMAVectorQuantizer.*Dense"):
+    with pytest.raises(
+        TypeError, match=r"vqkeras.layers.Quantizer with one index per position.*Dense"
+    ):
         ResidualVectorQuantizer(keras.layers.Dense(4), depth=2)
 
     layer = ResidualVectorQuantizer(VectorQuantizer(8, 4), depth=2)
     with pytest.raises(ValueError, match="no codebooks yet"):
-        layer.lookup(np.zeros((2, 2), "int32"))
+        layer.indices_to_codes(np.zeros((2, 2), "int32"))
     with pytest.raises(ValueError, match=r"\(batch, \.\.\., 4\).*\(2, 3\)"):
         layer(np.zeros((2, 3), "float32"))
     with pytest.raises(TypeError, match=r"float inputs.*int32"):
@@ -208,10 +218,10 @@ def test_bad_arguments_and_inputs_get_clear_errors():
 
     layer.build((None, 4))
     with pytest.raises(ValueError, match=r"1 <= k <= depth=2.*\(5, 3\)"):
-        layer.lookup(np.zeros((5, 3), "int32"))
+        layer.indices_to_codes(np.zeros((5, 3), "int32"))
     with pytest.raises(ValueError, match=r"at most.*\(1\).*depth=2"):
-        layer.lookup(np.zeros((5, 1), "int32"), depth=2)
+        layer.indices_to_codes(np.zeros((5, 1), "int32"), depth=2)
     with pytest.raises(ValueError, match=r"indices in \[0, 8\).*\[0, 8\]"):
-        layer.lookup(np.array([[0, 8]]))
+        layer.indices_to_codes(np.array([[0, 8]]))
     with pytest.raises(TypeError, match=r"integer indices.*float32"):
-        layer.lookup(np.zeros((5, 2), "float32"))
+        layer.indices_to_codes(np.zeros((5, 2), "float32"))

@@ -58,7 +58,7 @@ def test_fit_lowers_reconstruction_loss_and_logs_every_term(kind):
     latents = to_numpy(model.encoder(model.encoder_inputs(images[:64])))
     codes = model.encode_indices(images[:64])
     errors = [
-        float(np.mean((to_numpy(model.quantizer.lookup(codes, depth=k)) - latents) ** 2))
+        float(np.mean((to_numpy(model.quantizer.indices_to_codes(codes, depth=k)) - latents) ** 2))
         for k in range(1, DEPTH + 1)
     ]
     assert all(later <= earlier for earlier, later in zip(errors, errors[1:])), errors
@@ -159,7 +159,7 @@ def test_bad_indices_get_clear_errors():
     model.build((None, 16, 16, 1))
     with pytest.raises(ValueError, match=r"1 <= k <= depth=3.*\(2, 4, 4, 4\)"):
         model.decode_indices(np.zeros((2, 4, 4, 4), "int32"))
-    with pytest.raises(ValueError, match=r"\(batch, height, width, k\).*\(2, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"\(batch, height, width, 3\).*\(2, 4, 4\)"):
         model.decode_indices(np.zeros((2, 4, 4), "int32"))
     with pytest.raises(ValueError, match=r"indices in \[0, 16\).*\[16, 16\]"):
         model.decode_indices(np.full((2, 4, 4, 2), 16))

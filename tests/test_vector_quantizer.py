@@ -43,7 +43,7 @@ def test_lookup_of_indices_gives_quantized():
     x = np.random.default_rng(2).normal(size=(4, 3, 3, 4)).astype("float32")
     out = layer(x)
     np.testing.assert_allclose(
-        to_numpy(layer.lookup(out["indices"])), to_numpy(out["quantized"]), atol=1e-6
+        to_numpy(layer.indices_to_codes(out["indices"])), to_numpy(out["quantized"]), atol=1e-6
     )
     np.testing.assert_array_equal(to_numpy(layer.nearest_indices(x)), to_numpy(out["indices"]))
 
@@ -124,6 +124,6 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="float inputs.*int32"):
         layer(np.zeros((2, 4), "int32"))
     with pytest.raises(ValueError, match=r"indices in \[0, 32\).*\[0, 32\]"):
-        layer.lookup(np.array([0, 32]))
+        layer.indices_to_codes(np.array([0, 32]))
     with pytest.raises(TypeError, match="integer indices.*float32"):
-        layer.lookup(np.array([0.0, 1.0], "float32"))
+        layer.indices_to_codes(np.array([0.0, 1.0], "float32"))

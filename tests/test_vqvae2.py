@@ -72,7 +72,7 @@ def test_grid_shapes_and_indices_round_trip(
     latents = model.encode(images)
     assert tuple(latents["top"].shape) == (4, top, top, 4)
     assert tuple(latents["bottom"].shape) == (4, bottom, bottom, 8)
-    decoded = to_numpy(model.decode_indices(**codes))
+    decoded = to_numpy(model.decode_indices(codes))
     assert decoded.shape == (4, size, size, 3)
     np.testing.assert_allclose(decoded, to_numpy(model.decode(**latents)), atol=1e-5)
     np.testing.assert_allclose(decoded, to_numpy(model(images)), atol=1e-5)
@@ -142,13 +142,17 @@ def test_bad_indices_get_clear_errors():
     model.build((None, 16, 16, 1))
     top, bottom = np.zeros((2, 2, 2), "int32"), np.zeros((2, 4, 4), "int32")
     with pytest.raises(ValueError, match=r"top indices.*\(batch, height, width\).*\(2, 4\)"):
-        model.decode_indices(np.zeros((2, 4), "int32"), bottom)
+        model.decode_indices({"top": np.zeros((2, 4), "int32"), "bottom": bottom})
     with pytest.raises(ValueError, match=r"bottom indices of shape \(2, 4, 4\).*\(2, 2, 2\)"):
-        model.decode_indices(top, top)
+        model.decode_indices({"top": top, "bottom": top})
     with pytest.raises(ValueError, match=r"indices in \[0, 16\).*\[16, 16\]"):
-        model.decode_indices(np.full((2, 2, 2), 16), bottom)
+        model.decode_indices({"top": np.full((2, 2, 2), 16), "bottom": bottom})
+    with pytest.raises(
+        ValueError, match=r'a dict of code grids \{"top": ..., "bottom": ...\}.*ndarray'
+    ):
+        model.decode_indices(top)
     with pytest.raises(TypeError, match=r"integer indices.*float32"):
-        model.decode_indices(top, bottom.astype("float32"))
+        model.decode_indices({"top": top, "bottom": bottom.astype("float32")})
 
 
 def test_mismatched_parts_are_rejected_at_construction():

@@ -109,9 +109,8 @@ def edge_energy(images):
 
 def bits_of(model, images):
     """Bits per image: the code grid's size for VQ, the KL to the prior for KL."""
-    if hasattr(model, "encode_indices"):
-        grid = model.encode_indices(images[:1]).shape[1:]
-        return math.prod(grid) * math.log2(model.num_embeddings), "codes"
+    if model.code_grids():
+        return sum(grid.bits_per_image for grid in model.code_grids()), "codes"
     kl = [keras.ops.convert_to_numpy(model.encode(b).kl()) for b in np.array_split(images, 8)]
     return float(np.mean(np.concatenate(kl))) / math.log(2), "KL"
 

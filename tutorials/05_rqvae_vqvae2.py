@@ -230,13 +230,13 @@ for name, model in vqvae2_models.items():
 
 # %% [markdown]
 # The two code grids of a few digits (model with the small bottom codebook), and the
-# reconstructions decoded from them (`decode_indices(top=..., bottom=...)`, or
-# `decode_indices(**codes)` with the dict of `encode_indices`):
+# reconstructions decoded from them (`decode_indices` takes the dict that
+# `encode_indices` gives; `code_grids()` describes the grids):
 
 # %%
 vqvae2 = vqvae2_models["bottom K=4"]
 grids = vqkeras.evaluation.encode_indices(vqvae2, shown)  # {"top": (8, 7, 7), "bottom": ...}
-decoded = keras.ops.convert_to_numpy(vqvae2.decode_indices(**grids))
+decoded = keras.ops.convert_to_numpy(vqvae2.decode_indices(grids))
 fig, axes = plt.subplots(4, 8, figsize=(10, 5.4))
 for c in range(8):
     axes[0, c].imshow(shown[c, ..., 0], cmap="gray")
@@ -270,9 +270,9 @@ def level_ablation(model, images):
         for level, grid in grids.items()
     }
     return {
-        "both levels": model.decode_indices(grids["top"], grids["bottom"]),
-        "top only": model.decode_indices(grids["top"], flat["bottom"]),
-        "bottom only": model.decode_indices(flat["top"], grids["bottom"]),
+        "both levels": model.decode_indices(grids),
+        "top only": model.decode_indices({"top": grids["top"], "bottom": flat["bottom"]}),
+        "bottom only": model.decode_indices({"top": flat["top"], "bottom": grids["bottom"]}),
     }
 
 

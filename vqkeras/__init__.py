@@ -5,6 +5,7 @@ Runs on the TensorFlow, JAX and PyTorch backends (set KERAS_BACKEND).
 
 from vqkeras import (
     callbacks,
+    codes,
     distribution,
     evaluation,
     layers,
@@ -21,6 +22,7 @@ from vqkeras.version import __version__
 __all__ = [
     "__version__",
     "callbacks",
+    "codes",
     "distribution",
     "evaluation",
     "from_preset",

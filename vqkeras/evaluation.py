@@ -6,6 +6,8 @@ import math
 import keras
 import numpy as np
 
+from vqkeras.codes import codes_by_name
+
 
 def _batches(array, batch_size):
     for start in range(0, len(array), batch_size):
@@ -23,17 +25,16 @@ def ssim_per_image(images, reconstructions):
 
 
 def encode_indices(model, images, batch_size=500):
-    """`model.encode_indices` over `images` in batches, as one int32 NumPy
-    array (a dict of them for a model with several grids, like `VQVAE2`)."""
+    """`model.encode_indices` over `images` in batches, as int32 NumPy arrays
+    in the structure `encode_indices` gives (one array, or a dict of them for
+    a model with several grids, like `VQVAE2`)."""
     batches = [model.encode_indices(batch) for batch in _batches(images, batch_size)]
-    if isinstance(batches[0], dict):
-        return {
-            level: np.concatenate([keras.ops.convert_to_numpy(b[level]) for b in batches]).astype(
-                "int32"
-            )
-            for level in batches[0]
-        }
-    return np.concatenate([keras.ops.convert_to_numpy(b) for b in batches]).astype("int32")
+    return keras.tree.map_structure(
+        lambda *parts: np.concatenate([keras.ops.convert_to_numpy(p) for p in parts]).astype(
+            "int32"
+        ),
+        *batches,
+    )
 
 
 def code_statistics(indices, num_embeddings):
@@ -109,7 +110,7 @@ def evaluate_reconstructions(model, images, batch_size=500):
     metrics = reconstruction_metrics(
         images, model.predict(images, batch_size=batch_size, verbose=0)
     )
-    if hasattr(model, "encode_indices"):
+    if model.code_grids():
         metrics.update(codebook_statistics(model, encode_indices(model, images, batch_size)))
     return metrics
 
@@ -130,28 +131,29 @@ def codebook_statistics(model, indices):
         `latent_grid` the whole `(h, w, depth)`); `bits_per_image` is the
         total.
     """
-    if isinstance(indices, dict):
-        grids = {
-            f"{level}_{{}}": (grid, getattr(model, f"{level}_quantizer").num_embeddings)
-            for level, grid in indices.items()
-        }
-    elif indices.ndim == 4 and hasattr(model, "depth"):
-        grids = {
-            f"{{}}_{level}": (indices[..., level], model.num_embeddings)
-            for level in range(indices.shape[-1])
-        }
-    else:
-        return code_statistics(indices, model.num_embeddings)
+    grids = model.code_grids()
+    by_name = codes_by_name(grids, indices)
+    if len(grids) == 1 and grids[0].depth is None:
+        return code_statistics(by_name[grids[0].name], grids[0].num_embeddings)
+    parts = {}  # name pattern -> (codes of one codebook, K)
+    for grid in grids:
+        codes = by_name[grid.name]
+        if grid.depth is None:
+            parts[f"{grid.name}_{{}}"] = (codes, grid.num_embeddings)
+        else:  # one codebook per level, named as in the fit logs
+            prefix = "" if len(grids) == 1 else f"{grid.name}_"
+            for level in range(codes.shape[-1]):
+                parts[f"{prefix}{{}}_{level}"] = (codes[..., level], grid.num_embeddings)
     metrics, bits, usages = {}, 0.0, []
-    for name, (grid, num_embeddings) in grids.items():
-        statistics = code_statistics(grid, num_embeddings)
+    for name, (codes, num_embeddings) in parts.items():
+        statistics = code_statistics(codes, num_embeddings)
         bits += statistics["bits_per_image"]
         usages.append(statistics["codebook_usage"])
         metrics.update({name.format(key): value for key, value in statistics.items()})
     metrics["bits_per_image"] = bits
-    if not isinstance(indices, dict):
+    if len(grids) == 1:  # stacked codes: their mean usage and whole grid
         metrics["codebook_usage"] = float(np.mean(usages))
-        metrics["latent_grid"] = list(indices.shape[1:])
+        metrics["latent_grid"] = list(by_name[grids[0].name].shape[1:])
     return metrics
 
 

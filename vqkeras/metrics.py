@@ -56,3 +56,37 @@ class CodebookPerplexity(_CodeHistogram):
         probs = self.counts / ops.maximum(ops.sum(self.counts), 1.0)
         entropy = -ops.sum(probs * ops.log(ops.maximum(probs, 1e-12)))
         return ops.exp(entropy)
+
+
+class CodeUsageMetrics:
+    """The perplexity and usage metrics of one quantizer's indices.
+
+    For indices with a trailing axis of `levels` (a residual stack), one pair
+    per level, named `perplexity_0`, ..., `codebook_usage_0`, ...; otherwise
+    `perplexity` and `codebook_usage`. Names start with `prefix`.
+
+    Args:
+        num_embeddings: K, the number of distinct codes an index takes.
+        levels: the size of the indices' trailing level axis, or None.
+        prefix: what the names start with, e.g. "top_".
+    """
+
+    def __init__(self, num_embeddings, levels=None, prefix=""):
+        self.levels = levels
+        suffixes = [""] if levels is None else [f"_{level}" for level in range(levels)]
+        self.perplexities = [
+            CodebookPerplexity(num_embeddings, name=f"{prefix}perplexity{s}") for s in suffixes
+        ]
+        self.usages = [
+            CodebookUsage(num_embeddings, name=f"{prefix}codebook_usage{s}") for s in suffixes
+        ]
+
+    @property
+    def metrics(self):
+        return [*self.perplexities, *self.usages]
+
+    def update_state(self, indices):
+        for level, (perplexity, usage) in enumerate(zip(self.perplexities, self.usages)):
+            level_indices = indices if self.levels is None else indices[..., level]
+            perplexity.update_state(level_indices)
+            usage.update_state(level_indices)

@@ -8,6 +8,7 @@ from vqkeras.layers.ema_vector_quantizer import EMAVectorQuantizer
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.layers.gaussian_sampler import GaussianSampler
 from vqkeras.layers.masked_conv2d import MaskedConv2D
+from vqkeras.layers.quantizer import Quantizer
 from vqkeras.layers.residual_block import ResidualBlock
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from vqkeras.layers.sub_pixel_upsampling import SubPixelUpsampling
@@ -22,6 +23,7 @@ __all__ = [
     "GatedPixelCNNBlock",
     "GaussianSampler",
     "MaskedConv2D",
+    "Quantizer",
     "ResidualBlock",
     "ResidualVectorQuantizer",
     "SubPixelUpsampling",

@@ -1,13 +1,13 @@
 """Shared machinery of the vector quantizers: nearest-code search, lookup and
 the straight-through estimator. Subclasses decide how the codebook learns."""
 
-import keras
 from keras import ops
 
 from vqkeras import validation
+from vqkeras.layers.quantizer import Quantizer
 
 
-class BaseVectorQuantizer(keras.layers.Layer):
+class BaseVectorQuantizer(Quantizer):
     """Maps each D-dimensional vector of the input to its nearest codebook entry.
 
     Subclasses provide the codebook (the `codebook` property) and may update it
@@ -37,15 +37,8 @@ class BaseVectorQuantizer(keras.layers.Layer):
     loss_names = ("commitment_loss",)
 
     def __init__(self, num_embeddings, embedding_dim, beta=0.25, **kwargs):
-        super().__init__(**kwargs)
-        self.num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
-        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        super().__init__(embedding_dim=embedding_dim, num_embeddings=num_embeddings, **kwargs)
         self.beta = validation.float_in_range("beta", beta, 0.0, float("inf"), high_inclusive=False)
-
-    @property
-    def input_dtype(self):
-        # Keep float32 inputs float32 under a mixed policy: the search needs it.
-        return "float32"
 
     @property
     def codebook(self):
@@ -53,34 +46,21 @@ class BaseVectorQuantizer(keras.layers.Layer):
         raise NotImplementedError
 
     def build(self, input_shape):
-        self._check_input_shape(input_shape)
-
-    def _check_input_shape(self, shape):
-        shape = tuple(shape)
-        if len(shape) < 2 or shape[-1] != self.embedding_dim:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' expects inputs of shape "
-                f"(batch, ..., {self.embedding_dim}). Received shape={shape}."
-            )
-
-    def _check_inputs(self, inputs):
-        dtype = validation.dtype_of(inputs)
-        if "float" not in dtype:
-            raise TypeError(
-                f"{type(self).__name__} '{self.name}' expects float inputs. Received dtype={dtype}."
-            )
-        self._check_input_shape(inputs.shape)
+        self.check_input_shape(input_shape)
 
     def nearest_indices(self, inputs):
         """Index of the nearest code (squared L2) for every input vector."""
-        self._check_inputs(inputs)
+        self.check_inputs(inputs)
         if not self.built:
             self.build(tuple(inputs.shape))
         flat = ops.reshape(ops.cast(inputs, "float32"), (-1, self.embedding_dim))
         indices = self._nearest(flat, self.codebook)
         return ops.reshape(indices, ops.shape(inputs)[:-1])
 
-    def lookup(self, indices):
+    def inputs_to_indices(self, inputs):
+        return self.nearest_indices(inputs)
+
+    def indices_to_codes(self, indices):
         """The code vectors (float32) of integer `indices` of any shape."""
         if not self.built:
             raise ValueError(
@@ -115,7 +95,7 @@ class BaseVectorQuantizer(keras.layers.Layer):
         return {"commitment_loss": self.beta * commitment}
 
     def call(self, inputs, training=None):
-        self._check_inputs(inputs)
+        self.check_inputs(inputs)
         inputs = ops.cast(inputs, "float32")
         flat = ops.reshape(inputs, (-1, self.embedding_dim))
         codebook = self._codebook_for_step(flat, training)
@@ -132,17 +112,6 @@ class BaseVectorQuantizer(keras.layers.Layer):
             "quantized": ops.cast(straight_through, self.compute_dtype),
             "indices": ops.reshape(flat_indices, ops.shape(inputs)[:-1]),
             **losses,
-        }
-
-    def compute_output_spec(self, inputs, training=None):
-        batch_shape = tuple(inputs.shape)
-        return {
-            "quantized": keras.KerasTensor(batch_shape, dtype=self.compute_dtype),
-            "indices": keras.KerasTensor(batch_shape[:-1], dtype="int32"),
-            **{
-                name: keras.KerasTensor(batch_shape[:1], dtype="float32")
-                for name in self.loss_names
-            },
         }
 
     def get_config(self):

@@ -2,11 +2,12 @@ import keras
 from keras import ops
 
 from vqkeras import validation
-from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
+from vqkeras.layers.quantizer import Quantizer
+from vqkeras.metrics import CodeUsageMetrics
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class ResidualVectorQuantizer(keras.layers.Layer):
+class ResidualVectorQuantizer(Quantizer):
     """Residual vector quantization: a stack of `depth` quantizers.
 
     Level 0 quantizes the input; level l quantizes the residual left by the
@@ -38,8 +39,9 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     but they add nothing to the output or to the losses.
 
     Args:
-        quantizer: a `VectorQuantizer` or `EMAVectorQuantizer` whose
-            configuration every level copies. If it has an integer `seed`,
+        quantizer: a quantizer (a `vqkeras.layers.Quantizer` with one index
+            per position, e.g. `VectorQuantizer` or `EMAVectorQuantizer`)
+            whose configuration every level copies. If it has an integer `seed`,
             level l gets `seed + l`, so per-level random choices differ.
         depth: d, the number of levels.
         shared_codebook: one codebook for all levels instead of one per level.
@@ -64,7 +66,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     >>> out = rq(keras.random.normal((8, 4, 4, 32)))
     >>> out["indices"].shape
     (8, 4, 4, 4)
-    >>> coarse = rq.lookup(out["indices"], depth=2)  # sum of the first 2 codes
+    >>> coarse = rq.indices_to_codes(out["indices"], depth=2)  # sum of the first 2 codes
 
     Reference:
         Zeghidour et al., "SoundStream: An End-to-End Neural Audio Codec",
@@ -81,12 +83,14 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(quantizer, BaseVectorQuantizer):
+        if not isinstance(quantizer, Quantizer) or len(quantizer.index_shape((1, 1))) != 1:
             raise TypeError(
-                "`quantizer` must be a VectorQuantizer or EMAVectorQuantizer to copy at each "
-                f"level. Received: quantizer={quantizer!r}"
+                "`quantizer` must be a vqkeras.layers.Quantizer with one index per position "
+                f"(e.g. VectorQuantizer), to copy at each level. Received: quantizer={quantizer!r}"
             )
+        super().__init__(
+            embedding_dim=quantizer.embedding_dim, num_embeddings=quantizer.num_embeddings, **kwargs
+        )
         self.depth = validation.positive_int("depth", depth)
         self.shared_codebook = bool(shared_codebook)
         self.quantize_dropout = bool(quantize_dropout)
@@ -94,8 +98,6 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         # Only the configuration is kept: the levels are fresh layers, and the
         # template must not be tracked as a sublayer with weights of its own.
         self._quantizer_config = keras.saving.serialize_keras_object(quantizer)
-        self.num_embeddings = quantizer.num_embeddings
-        self.embedding_dim = quantizer.embedding_dim
         self.loss_names = tuple(quantizer.loss_names)
         config = quantizer.get_config()
         count = 1 if self.shared_codebook else self.depth
@@ -116,29 +118,10 @@ class ResidualVectorQuantizer(keras.layers.Layer):
             return self.quantizers * self.depth
         return list(self.quantizers)
 
-    @property
-    def input_dtype(self):
-        # Residuals are small differences: keep them float32 under mixed policies.
-        return "float32"
-
     def build(self, input_shape):
         for quantizer in self.quantizers:
             if not quantizer.built:
                 quantizer.build(input_shape)
-
-    def _check_inputs(self, inputs):
-        dtype = validation.dtype_of(inputs)
-        if "float" not in dtype:
-            raise TypeError(
-                f"ResidualVectorQuantizer '{self.name}' expects float inputs. "
-                f"Received dtype={dtype}."
-            )
-        shape = tuple(inputs.shape)
-        if len(shape) < 2 or shape[-1] != self.embedding_dim:
-            raise ValueError(
-                f"ResidualVectorQuantizer '{self.name}' expects inputs of shape "
-                f"(batch, ..., {self.embedding_dim}). Received shape={shape}."
-            )
 
     def _level_weights(self, training):
         """1.0 for the levels this call uses, 0.0 for those quantize dropout drops."""
@@ -148,7 +131,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         return [ops.cast(ops.less(level, used), "float32") for level in range(self.depth)]
 
     def call(self, inputs, training=None):
-        self._check_inputs(inputs)
+        self.check_inputs(inputs)
         inputs = ops.cast(inputs, "float32")
         weights = self._level_weights(training)
         residual = inputs
@@ -172,24 +155,18 @@ class ResidualVectorQuantizer(keras.layers.Layer):
             **losses,
         }
 
-    def compute_output_spec(self, inputs, training=None):
-        shape = tuple(inputs.shape)
-        return {
-            "quantized": keras.KerasTensor(shape, dtype=self.compute_dtype),
-            "indices": keras.KerasTensor(shape[:-1] + (self.depth,), dtype="int32"),
-            **{name: keras.KerasTensor(shape[:1], dtype="float32") for name in self.loss_names},
-        }
+    def index_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.depth,)
 
-    def nearest_indices(self, inputs):
-        """Int32 indices `(..., depth)` of the greedy residual search (no training)."""
-        return self(inputs, training=False)["indices"]
+    def code_metrics(self, prefix=""):
+        return CodeUsageMetrics(self.num_embeddings, levels=self.depth, prefix=prefix)
 
-    def lookup(self, indices, depth=None):
+    def indices_to_codes(self, indices, depth=None):
         """Sum of the codes of the first `depth` levels, float32 `(..., D)`.
 
         Args:
             indices: integer tensor `(..., k)` with 1 <= k <= `self.depth`:
-                the codes of the first k levels (e.g. `nearest_indices`
+                the codes of the first k levels (e.g. `inputs_to_indices`
                 output, or a prefix of it).
             depth: how many of those levels to sum (coarse-to-fine), at most
                 k; default all k.
@@ -217,9 +194,9 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         validation.check_indices(indices, self.num_embeddings)
         indices = ops.cast(indices, "int32")
         quantizers = self.level_quantizers
-        total = quantizers[0].lookup(indices[..., 0])
+        total = quantizers[0].indices_to_codes(indices[..., 0])
         for level in range(1, levels):
-            total = total + quantizers[level].lookup(indices[..., level])
+            total = total + quantizers[level].indices_to_codes(indices[..., level])
         return total
 
     def get_config(self):

@@ -66,6 +66,23 @@ class AutoencoderModel(LossTermsModel):
     def call(self, images, training=None):
         return self.compute_outputs(images, training=training)["reconstruction"]
 
+    def code_grids(self, image_shape=None):
+        """The grids of integer codes of images of `image_shape` `(H, W, C)`
+        (default: the shape the model was built for), as `vqkeras.codes.CodeGrid`s;
+        empty for a family with continuous latents."""
+        return ()
+
+    def built_image_shape(self, image_shape=None):
+        """`image_shape` `(H, W, C)`, or the one the model was built for."""
+        if image_shape is None:
+            input_shape = (self.get_build_config() or {}).get("input_shape")
+            if input_shape is None:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' is not built: pass the image_shape."
+                )
+            image_shape = input_shape[1:]
+        return tuple(image_shape)
+
     def check_latents(self, latents):
         """Raises unless `latents` are floats `(B, h, w, latent_dim)`: what a
         family with continuous latents decodes."""

@@ -3,6 +3,12 @@ from keras import ops
 
 from vqkeras import distribution
 from vqkeras.callbacks import StopOnNaN
+from vqkeras.models.optimizer_groups import (
+    GroupedOptimizer,
+    OptimizerGroup,
+    check_groups,
+    group_variables,
+)
 from vqkeras.models.trainers import backend_trainer_class
 
 
@@ -20,6 +26,23 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
     The logs show `loss` (the sum), each term by name and the extra metrics,
     all averaged over the epoch. Every `fit` stops with a `FloatingPointError`
     as soon as a logged value turns NaN or inf (`vqkeras.callbacks.StopOnNaN`).
+
+    Optimizer groups: a family that trains parts of itself on their own loss
+    terms with their own optimizers (a generator and a discriminator) lists
+    them in `optimizer_groups` (see `vqkeras.models.optimizer_groups`); then
+    `compile(optimizer=..., <group>_optimizer=...)` takes one optimizer per
+    group, and each training step applies each optimizer to the gradient of
+    its group's loss with respect to its group's variables only.
+
+    Adaptive loss weights: in training steps, `adaptive_loss_weights(terms,
+    gradient_norm)` may scale loss terms by factors computed from gradient
+    norms, e.g. VQGAN's ||grad L_rec|| / ||grad L_gan|| at the decoder's last
+    layer. `gradient_norm(loss_names, variable)` is the L2 norm of the
+    gradient of the sum of those terms with respect to `variable` (over the
+    global batch under data parallelism), computed by the backend's trainer
+    from the step's own forward pass. The factors are constants for the
+    gradients and are logged by the family if it wants (they are in the
+    outputs given to `update_extra_metrics` as `"loss_weights"`).
     """
 
     def __init__(self, loss_names, **kwargs):
@@ -34,6 +57,58 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
         raise NotImplementedError
 
     @property
+    def optimizer_groups(self):
+        """The `OptimizerGroup`s: by default one, of every trainable variable
+        and every loss term, trained by `compile(optimizer=...)`."""
+        return (OptimizerGroup("model", self.loss_names),)
+
+    def adaptive_loss_weights(self, terms, gradient_norm):
+        """Factors `{name: scalar}` for some loss terms of a training step
+        (the others count once); see the class docstring. None by default."""
+        return {}
+
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """`keras.Model.compile`, with one optimizer per optimizer group:
+        `optimizer` for the first group, `<name>_optimizer` for each other
+        (default: a fresh copy of `optimizer`)."""
+        groups = self.optimizer_groups
+        check_groups(groups, self.loss_names)
+        group_optimizers = {
+            group.name: kwargs.pop(f"{group.name}_optimizer", None) for group in groups[1:]
+        }
+        unknown = sorted(key for key in kwargs if key.endswith("_optimizer"))
+        if unknown:
+            expected = [f"{group.name}_optimizer" for group in groups[1:]] or "none"
+            raise TypeError(
+                f"{type(self).__name__}.compile() got unexpected arguments {unknown}. "
+                f"Its optimizer groups take: optimizer, {expected}."
+            )
+        if len(groups) == 1:
+            return super().compile(optimizer=optimizer, **kwargs)
+        main = keras.optimizers.get(optimizer)
+        optimizers = {groups[0].name: main}
+        for name, group_optimizer in group_optimizers.items():
+            optimizers[name] = (
+                type(main).from_config(main.get_config())
+                if group_optimizer is None
+                else keras.optimizers.get(group_optimizer)
+            )
+        # Loss scaling is per optimizer: each group's loss has its own scale.
+        if kwargs.pop("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16":
+            optimizers = {
+                name: o
+                if isinstance(o, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(o)
+                for name, o in optimizers.items()
+            }
+        grouped = GroupedOptimizer(optimizers)
+        super().compile(optimizer=grouped, auto_scale_loss=False, **kwargs)
+        # A model may be compiled before it is built: look the variables up
+        # when Keras builds the optimizer.
+        grouped.find_group_variables_with(lambda: group_variables(self, self.optimizer_groups))
+        return None
+
+    @property
     def extra_metrics(self):
         return []
 
@@ -46,9 +121,28 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
 
     # -- called by the backend trainers ---------------------------------------
 
+    def _training_groups(self):
+        """`(optimizer, variables, loss_names)` of each optimizer group."""
+        groups = self.optimizer_groups
+        if len(groups) == 1:
+            return [(self.optimizer, self.trainable_variables, groups[0].loss_names)]
+        optimizers = self.optimizer.optimizers.values()
+        variables = group_variables(self, groups)
+        return [(o, v, g.loss_names) for o, v, g in zip(optimizers, variables, groups)]
+
+    def _weighted_sum(self, terms, names, weights=None):
+        weights = weights or {}
+        return sum(
+            terms[name] * weights[name] if name in weights else terms[name] for name in names
+        )
+
+    def _stopped_weights(self, terms, gradient_norm):
+        weights = self.adaptive_loss_weights(terms, gradient_norm)
+        return {name: ops.stop_gradient(weight) for name, weight in weights.items()}
+
     def _compute_losses(self, data, training):
         terms, outputs = self.compute_losses(data, training=training)
-        total = sum(terms[name] for name in self.loss_names)
+        total = self._weighted_sum(terms, self.loss_names)
         return total, terms, outputs
 
     def _update_metrics(self, data, total, terms, outputs):

@@ -59,7 +59,7 @@ class PixelCNNPrior(LossTermsModel):
     bottom_prior.fit((codes["bottom"], codes["top"]), y_train, epochs=10)
     top = top_prior.sample(16, labels=labels, seed=0)
     bottom = bottom_prior.sample(16, labels=labels, condition=top, seed=1)
-    images = vqvae2.decode_indices(top, bottom)
+    images = vqvae2.decode_indices({"top": top, "bottom": bottom})
     ```
 
     Args:
@@ -232,6 +232,32 @@ class PixelCNNPrior(LossTermsModel):
                 "`condition_grid_shape` must be (height, width), dividing "
                 f"grid_shape={self.grid_shape}. Received: {condition_grid_shape!r}"
             )
+
+    @classmethod
+    def for_grid(cls, grid, condition=None, **kwargs):
+        """A prior over the codes of `grid` (a `vqkeras.codes.CodeGrid` of
+        `model.code_grids()`), given the codes of the `condition` grid if one
+        is named; `kwargs` are the other constructor arguments."""
+        if condition is not None:
+            kwargs.update(
+                condition_num_embeddings=condition.num_embeddings,
+                condition_grid_shape=condition.spatial_shape,
+            )
+        return cls(grid.num_embeddings, grid.spatial_shape, depth=grid.depth, **kwargs)
+
+    def fits(self, grid, condition=None):
+        """Whether this prior models the codes of `grid` given the codes of
+        the `condition` grid (or given none): the description of its codes,
+        as `for_grid` would build it."""
+        given = None
+        if self.conditioned_on_grid:
+            given = (self.condition_num_embeddings, tuple(self.condition_grid_shape))
+        wanted = None if condition is None else (condition.num_embeddings, condition.spatial_shape)
+        return (self.num_embeddings, self.code_shape, given) == (
+            grid.num_embeddings,
+            tuple(grid.shape),
+            wanted,
+        )
 
     @property
     def conditional(self):

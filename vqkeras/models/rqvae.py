@@ -1,8 +1,6 @@
 import keras
-from keras import ops
 
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
-from vqkeras.metrics import CodebookPerplexity, CodebookUsage
 from vqkeras.models.vqvae import VQVAE
 
 
@@ -61,38 +59,6 @@ class RQVAE(VQVAE):
                 f"`quantizer` must be a ResidualVectorQuantizer. Received: {type(quantizer).__name__}"
             )
 
-    def _create_code_metrics(self):
-        self.level_perplexities = [
-            CodebookPerplexity(self.num_embeddings, name=f"perplexity_{level}")
-            for level in range(self.depth)
-        ]
-        self.level_usages = [
-            CodebookUsage(self.num_embeddings, name=f"codebook_usage_{level}")
-            for level in range(self.depth)
-        ]
-
     @property
     def depth(self):
         return self.quantizer.depth
-
-    @property
-    def extra_metrics(self):
-        return [*self.level_perplexities, *self.level_usages]
-
-    def update_extra_metrics(self, outputs):
-        for level in range(self.depth):
-            indices = outputs["indices"][..., level]
-            self.level_perplexities[level].update_state(indices)
-            self.level_usages[level].update_state(indices)
-
-    def decode_indices(self, indices):
-        """Int code indices `(B, h, w, k)` in [0, K), 1 <= k <= depth, to float32
-        images in [0, 1]: the decoded sum of the first k levels' codes."""
-        shape = tuple(indices.shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"Expected indices of shape (batch, height, width, k) with 1 <= k <= "
-                f"depth={self.depth}. Received shape={shape}."
-            )
-        latents = self.quantizer.lookup(indices)
-        return self.decode(ops.cast(latents, self.compute_dtype))

@@ -1,8 +1,8 @@
 import keras
 from keras import ops
 
-from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
-from vqkeras.metrics import CodebookPerplexity, CodebookUsage
+from vqkeras.codes import SINGLE_GRID_NAME, CodeGrid
+from vqkeras.layers.quantizer import Quantizer
 from vqkeras.models.autoencoder_model import AutoencoderModel, check_encoder_decoder
 
 
@@ -10,11 +10,12 @@ from vqkeras.models.autoencoder_model import AutoencoderModel, check_encoder_dec
 class VQVAE(AutoencoderModel):
     """VQ-VAE: encoder, vector quantizer, decoder.
 
-    Works with either quantizer: `VectorQuantizer` (codebook learned by
-    gradients; logs `codebook_loss`) or `EMAVectorQuantizer` (codebook by
-    moving averages). The training loss is the reconstruction MSE plus the
-    quantizer's loss terms. Fit logs: `loss`, `reconstruction_loss`,
-    [`codebook_loss`], `commitment_loss`, and the codebook `perplexity` and
+    Works with any `vqkeras.layers.Quantizer`: `VectorQuantizer` (codebook
+    learned by gradients; logs `codebook_loss`), `EMAVectorQuantizer`
+    (codebook by moving averages), or a quantizer without a codebook. The
+    training loss is the reconstruction MSE plus the quantizer's loss terms.
+    Fit logs: `loss`, `reconstruction_loss`, the quantizer's terms (e.g.
+    [`codebook_loss`], `commitment_loss`), and the code `perplexity` and
     `codebook_usage` (fraction of codes used) over the epoch.
 
     Pixel range: uint8 in [0, 255] or floats in [0, 1]; reconstructions
@@ -27,8 +28,8 @@ class VQVAE(AutoencoderModel):
             `ConvEncoder`.
         decoder: a layer from latents to images on the [-1, 1] scale with an
             `output_channels` attribute, e.g. `ConvDecoder`.
-        quantizer: a `VectorQuantizer` or `EMAVectorQuantizer` whose
-            `embedding_dim` is the encoder's latent size D.
+        quantizer: a `vqkeras.layers.Quantizer` (e.g. `EMAVectorQuantizer`)
+            whose `embedding_dim` is the encoder's latent size D.
         **kwargs: base model keyword arguments (`name`, `dtype`, ...).
 
     Example:
@@ -62,19 +63,15 @@ class VQVAE(AutoencoderModel):
         self.encoder = encoder
         self.decoder = decoder
         self.quantizer = quantizer
-        self._create_code_metrics()
+        self.code_metrics = quantizer.code_metrics()
 
     @staticmethod
     def _check_quantizer(quantizer):
-        if not isinstance(quantizer, BaseVectorQuantizer):
+        if not isinstance(quantizer, Quantizer):
             raise TypeError(
-                "`quantizer` must be a VectorQuantizer or EMAVectorQuantizer. "
+                "`quantizer` must be a vqkeras.layers.Quantizer (e.g. EMAVectorQuantizer). "
                 f"Received: {type(quantizer).__name__}"
             )
-
-    def _create_code_metrics(self):
-        self.perplexity = CodebookPerplexity(self.num_embeddings)
-        self.codebook_usage = CodebookUsage(self.num_embeddings)
 
     @property
     def image_channels(self):
@@ -114,11 +111,16 @@ class VQVAE(AutoencoderModel):
 
     @property
     def extra_metrics(self):
-        return [self.perplexity, self.codebook_usage]
+        return self.code_metrics.metrics
 
     def update_extra_metrics(self, outputs):
-        self.perplexity.update_state(outputs["indices"])
-        self.codebook_usage.update_state(outputs["indices"])
+        self.code_metrics.update_state(outputs["indices"])
+
+    def code_grids(self, image_shape=None):
+        image_shape = self.built_image_shape(image_shape)
+        latent_shape = self.encoder.compute_output_shape((None, *image_shape))
+        shape = self.quantizer.index_shape(latent_shape)[1:]
+        return (CodeGrid(SINGLE_GRID_NAME, tuple(shape), self.num_embeddings),)
 
     # -- images <-> latents <-> indices ---------------------------------------
 
@@ -133,18 +135,24 @@ class VQVAE(AutoencoderModel):
         return self.decoder_outputs_to_images(self.decoder(latents))
 
     def encode_indices(self, images):
-        """Images to int32 code indices `(B, h, w)`."""
+        """Images to int32 code indices `(B, h, w)` (with the quantizer's own
+        trailing axis, if it has one: an RQ-VAE's levels)."""
         self.build_for(images)
-        return self.quantizer.nearest_indices(self.encoder(self.encoder_inputs(images)))
+        return self.quantizer.inputs_to_indices(self.encoder(self.encoder_inputs(images)))
 
     def decode_indices(self, indices):
-        """Int code indices `(B, h, w)` in [0, K) to float32 images in [0, 1]."""
+        """Int code indices, as `encode_indices` gives them, in [0, K), to
+        float32 images in [0, 1]."""
         shape = tuple(indices.shape)
-        if len(shape) != 3:
+        expected = self.quantizer.index_shape(
+            ("batch", "height", "width", self.quantizer.embedding_dim)
+        )
+        if len(shape) != len(expected):
             raise ValueError(
-                f"Expected indices of shape (batch, height, width). Received shape={shape}."
+                f"Expected indices of shape ({', '.join(map(str, expected))}). "
+                f"Received shape={shape}."
             )
-        latents = self.quantizer.lookup(indices)
+        latents = self.quantizer.indices_to_codes(indices)
         return self.decode(ops.cast(latents, self.compute_dtype))
 
     def get_config(self):

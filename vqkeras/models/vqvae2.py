@@ -1,9 +1,9 @@
 import keras
 from keras import layers, ops
 
-from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
+from vqkeras.codes import CodeGrid
+from vqkeras.layers.quantizer import Quantizer
 from vqkeras.layers.sub_pixel_upsampling import SubPixelUpsampling
-from vqkeras.metrics import CodebookPerplexity, CodebookUsage
 from vqkeras.models.autoencoder_model import AutoencoderModel
 
 _PARTS = (
@@ -61,10 +61,11 @@ class VQVAE2(AutoencoderModel):
         decoder: a layer from the concatenated `(B, hb, wb, Dt + Db)` latents
             to images on the [-1, 1] scale with an `output_channels`
             attribute, e.g. `ConvDecoder`.
-        bottom_quantizer: a `VectorQuantizer` or `EMAVectorQuantizer` of
-            dimension Db.
-        top_quantizer: a `VectorQuantizer` or `EMAVectorQuantizer` whose
-            `embedding_dim` Dt is the top encoder's `latent_dim`.
+        bottom_quantizer: a `vqkeras.layers.Quantizer` with one index per
+            position (e.g. `EMAVectorQuantizer`) of dimension Db.
+        top_quantizer: a `vqkeras.layers.Quantizer` with one index per
+            position whose `embedding_dim` Dt is the top encoder's
+            `latent_dim`.
         **kwargs: base model keyword arguments (`name`, `dtype`, ...).
 
     Example:
@@ -81,7 +82,7 @@ class VQVAE2(AutoencoderModel):
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x_train, epochs=5, batch_size=128)  # uint8 (N, 32, 32, 3)
     codes = model.encode_indices(x_test[:8])   # {"top": (8, 4, 4), "bottom": (8, 8, 8)}
-    images = model.decode_indices(**codes)     # float32 (8, 32, 32, 3)
+    images = model.decode_indices(codes)       # float32 (8, 32, 32, 3)
     ```
 
     Reference:
@@ -100,10 +101,10 @@ class VQVAE2(AutoencoderModel):
         **kwargs,
     ):
         for quantizer, role in ((bottom_quantizer, "bottom"), (top_quantizer, "top")):
-            if not isinstance(quantizer, BaseVectorQuantizer):
+            if not isinstance(quantizer, Quantizer) or len(quantizer.index_shape((1, 1))) != 1:
                 raise TypeError(
-                    f"`{role}_quantizer` must be a VectorQuantizer or EMAVectorQuantizer. "
-                    f"Received: {type(quantizer).__name__}"
+                    f"`{role}_quantizer` must be a vqkeras.layers.Quantizer with one index per "
+                    f"position (e.g. EMAVectorQuantizer). Received: {type(quantizer).__name__}"
                 )
         for layer, attribute, role in (
             (bottom_encoder, "downsampling_factor", "bottom_encoder"),
@@ -162,10 +163,7 @@ class VQVAE2(AutoencoderModel):
             for i in range(top_factor.bit_length() - 1)
         ]
         self.level_metrics = {
-            level: (
-                CodebookPerplexity(quantizer.num_embeddings, name=f"{level}_perplexity"),
-                CodebookUsage(quantizer.num_embeddings, name=f"{level}_codebook_usage"),
-            )
+            level: quantizer.code_metrics(prefix=f"{level}_")
             for level, quantizer in (("top", top_quantizer), ("bottom", bottom_quantizer))
         }
 
@@ -236,12 +234,25 @@ class VQVAE2(AutoencoderModel):
 
     @property
     def extra_metrics(self):
-        return [metric for pair in self.level_metrics.values() for metric in pair]
+        return [metric for level in self.level_metrics.values() for metric in level.metrics]
 
     def update_extra_metrics(self, outputs):
-        for level, pair in self.level_metrics.items():
-            for metric in pair:
-                metric.update_state(outputs[f"{level}_indices"])
+        for level, metrics in self.level_metrics.items():
+            metrics.update_state(outputs[f"{level}_indices"])
+
+    def code_grids(self, image_shape=None):
+        image_shape = self.built_image_shape(image_shape)
+        features = self.bottom_encoder.compute_output_shape((None, *image_shape))
+        top = self.top_encoder.compute_output_shape(features)
+        return (
+            CodeGrid("top", tuple(top[1:-1]), self.top_quantizer.num_embeddings),
+            CodeGrid(
+                "bottom",
+                tuple(features[1:-1]),
+                self.bottom_quantizer.num_embeddings,
+                conditioned_on="top",
+            ),
+        )
 
     # -- images <-> latents <-> indices ---------------------------------------
 
@@ -262,10 +273,16 @@ class VQVAE2(AutoencoderModel):
         top, bottom = self._quantize(images, training=False)
         return {"top": top["indices"], "bottom": bottom["indices"]}
 
-    def decode_indices(self, top, bottom):
-        """Int code grids `top` `(B, ht, wt)` and `bottom` `(B, hb, wb)` to
-        float32 images in [0, 1]; `model.decode_indices(**codes)` takes the
-        dict of `encode_indices`."""
+    def decode_indices(self, codes):
+        """Int code grids `{"top": (B, ht, wt), "bottom": (B, hb, wb)}`, as
+        `encode_indices` gives them, to float32 images in [0, 1]."""
+        if not isinstance(codes, dict) or set(codes) != {"top", "bottom"}:
+            received = sorted(codes) if isinstance(codes, dict) else type(codes).__name__
+            raise ValueError(
+                'Expected a dict of code grids {"top": ..., "bottom": ...}, as encode_indices '
+                f"gives. Received: {received}"
+            )
+        top, bottom = codes["top"], codes["bottom"]
         top_shape, bottom_shape = tuple(top.shape), tuple(bottom.shape)
         for name, shape in (("top", top_shape), ("bottom", bottom_shape)):
             if len(shape) != 3:
@@ -280,8 +297,8 @@ class VQVAE2(AutoencoderModel):
                 f"Expected bottom indices of shape {expected}: the top grid {top_shape} "
                 f"upsampled {factor}x. Received shape={bottom_shape}."
             )
-        top_latents = self.top_quantizer.lookup(top)
-        bottom_latents = self.bottom_quantizer.lookup(bottom)
+        top_latents = self.top_quantizer.indices_to_codes(top)
+        bottom_latents = self.bottom_quantizer.indices_to_codes(bottom)
         return self.decode(
             ops.cast(top_latents, self.compute_dtype), ops.cast(bottom_latents, self.compute_dtype)
         )

@@ -15,22 +15,18 @@ class JAXTrainer:
     """Stateless `train_step` / `test_step` for JAX (jitted by Keras).
 
     State flows in and out explicitly: trainable and non-trainable values
-    (EMA codebooks, seeds), optimizer and metric variables.
+    (EMA codebooks, seeds), optimizer and metric variables. One forward pass
+    (`jax.vjp`) serves every gradient of the step: each optimizer group's,
+    and those that adaptive loss weights need.
     """
 
-    def _stateless_losses(self, trainable, non_trainable, optimizer_variables, data, training):
+    def _stateless_terms(self, trainable, non_trainable, data, training):
         mapping = list(zip(self.trainable_variables, trainable))
         mapping += list(zip(self.non_trainable_variables, non_trainable))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            total, terms, outputs = self._compute_losses(data, training=training)
+            terms, outputs = self.compute_losses(data, training=training)
         non_trainable = _updated_values(scope, self.non_trainable_variables, non_trainable)
-        scaled = total
-        if training:
-            # A LossScaleOptimizer reads its scale from the optimizer state.
-            mapping = list(zip(self.optimizer.variables, optimizer_variables))
-            with keras.StatelessScope(state_mapping=mapping):
-                scaled = self.optimizer.scale_loss(total)
-        return scaled, (total, terms, outputs, non_trainable)
+        return terms, (outputs, non_trainable)
 
     def _stateless_update_metrics(self, metrics_variables, data, total, terms, outputs):
         mapping = list(zip(self.metrics_variables, metrics_variables))
@@ -40,23 +36,56 @@ class JAXTrainer:
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_variables, metrics_variables = state
-        grad_fn = jax.value_and_grad(self._stateless_losses, has_aux=True)
-        (_, (total, terms, outputs, non_trainable)), grads = grad_fn(
-            trainable, non_trainable, optimizer_variables, data, True
+        terms, pullback, (outputs, non_trainable) = jax.vjp(
+            lambda values: self._stateless_terms(values, non_trainable, data, True),
+            trainable,
+            has_aux=True,
         )
-        trainable, optimizer_variables = self.optimizer.stateless_apply(
-            optimizer_variables, grads, trainable
-        )
+        position = {id(variable): i for i, variable in enumerate(self.trainable_variables)}
+
+        def gradients(factors):
+            """Gradients of the sum of `factors[name] * terms[name]`."""
+            cotangent = {
+                name: jax.numpy.asarray(factors.get(name, 0.0), term.dtype)
+                for name, term in terms.items()
+            }
+            return pullback(cotangent)[0]
+
+        def gradient_norm(names, variable):
+            gradient = gradients(dict.fromkeys(names, 1.0))[position[id(variable)]]
+            return jax.numpy.linalg.norm(gradient)
+
+        weights = self._stopped_weights(terms, gradient_norm)
+        total = self._weighted_sum(terms, self.loss_names, weights)
+        trainable = list(trainable)
+        new_optimizer_variables, start = [], 0
+        for optimizer, variables, names in self._training_groups():
+            own = optimizer_variables[start : start + len(optimizer.variables)]
+            start += len(own)
+            # A LossScaleOptimizer reads its scale from the optimizer state.
+            with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, own))):
+                scale = optimizer.scale_loss(1.0)
+            group_gradients = gradients({name: weights.get(name, 1.0) * scale for name in names})
+            indices = [position[id(variable)] for variable in variables]
+            values, own = optimizer.stateless_apply(
+                own, [group_gradients[i] for i in indices], [trainable[i] for i in indices]
+            )
+            for i, value in zip(indices, values):
+                trainable[i] = value
+            new_optimizer_variables += own
+        if weights:
+            outputs = {**outputs, "loss_weights": weights}
         logs, metrics_variables = self._stateless_update_metrics(
             metrics_variables, data, total, terms, outputs
         )
-        return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+        return logs, (trainable, non_trainable, new_optimizer_variables, metrics_variables)
 
     def test_step(self, state, data):
         trainable, non_trainable, metrics_variables = state
-        _, (total, terms, outputs, non_trainable) = self._stateless_losses(
-            trainable, non_trainable, None, data, False
+        terms, (outputs, non_trainable) = self._stateless_terms(
+            trainable, non_trainable, data, False
         )
+        total = self._weighted_sum(terms, self.loss_names)
         logs, metrics_variables = self._stateless_update_metrics(
             metrics_variables, data, total, terms, outputs
         )

@@ -5,17 +5,41 @@ class TensorFlowTrainer:
     """`train_step` / `test_step` with `tf.GradientTape` (run inside tf.function)."""
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            total, terms, outputs = self._compute_losses(data, training=True)
-            # Under a tf.distribute strategy each replica's terms are means
-            # over its share of the batch and the optimizer sums the replicas'
-            # gradients: dividing by the replica count makes that sum the
-            # gradient of the mean over the global batch, as Keras's own
-            # train_step does (keras.src.losses.loss.scale_loss_for_distribution).
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(total / replicas)
-        variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        # Under a tf.distribute strategy each replica's terms are means over
+        # its share of the batch and the optimizer sums the replicas'
+        # gradients: dividing by the replica count makes that sum the gradient
+        # of the mean over the global batch, as Keras's own train_step does
+        # (keras.src.losses.loss.scale_loss_for_distribution).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        groups = self._training_groups()
+        # Persistent: one gradient per optimizer group (and per adaptive weight).
+        with tf.GradientTape(persistent=True) as tape:
+            terms, outputs = self.compute_losses(data, training=True)
+
+            def gradient_norm(names, variable):
+                loss = self._weighted_sum(terms, names)  # recorded: the gradient starts here
+                with tape.stop_recording():
+                    gradient = tape.gradient(loss, variable)
+                    # The global batch's gradient, as on one device.
+                    context = tf.distribute.get_replica_context()
+                    gradient = context.all_reduce("MEAN", gradient)
+                    return tf.norm(gradient)
+
+            weights = self._stopped_weights(terms, gradient_norm)
+            total = self._weighted_sum(terms, self.loss_names, weights)
+            scaled = [
+                optimizer.scale_loss(self._weighted_sum(terms, names, weights) / replicas)
+                for optimizer, _, names in groups
+            ]
+        # Every gradient first: applying one group's update must not change
+        # what another group's gradient sees.
+        gradients = [
+            tape.gradient(loss, variables) for loss, (_, variables, _) in zip(scaled, groups)
+        ]
+        for (optimizer, variables, _), grads in zip(groups, gradients):
+            optimizer.apply(grads, variables)
+        if weights:
+            outputs = {**outputs, "loss_weights": weights}
         return self._update_metrics(data, total, terms, outputs)
 
     def test_step(self, data):
