@@ -17,7 +17,8 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # batch. Run in a fresh interpreter: the devices must be split before the
 # backend starts. Restarts after one unused step and seeding from the first
 # batch make every step exercise the random draws that replicas must agree on;
-# so does the KL-VAE's Gaussian noise.
+# so does the KL-VAE's Gaussian noise. The generator and critic
+# (`GeneratorCritic`) train with two optimizers.
 EQUIVALENCE = """
 import os, sys
 backend, tests_dir, out, kind = sys.argv[1:]
@@ -29,34 +30,39 @@ if backend == "tensorflow":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 sys.path.insert(0, tests_dir)
-from conftest import blob_images, small_vqvae
+from conftest import GeneratorCritic, blob_images, generator_critic_data, small_vqvae
 from vqkeras import distribution
 from vqkeras.models.factory import build_autoencoder
 
 images = blob_images(48, seed=1)
+data = generator_critic_data(48) if kind == "groups" else (images,)
 
 def train(weights):
     keras.utils.set_random_seed(0)
     if kind == "vqvae":
         model = small_vqvae(restart_after_steps=1, init_from_first_batch=True)
+    elif kind == "groups":
+        model = GeneratorCritic()
     else:
         model = build_autoencoder(
             "klvae", images.shape[1:], latent_dim=2, channels=(8, 8), kl_weight=1e-3
         )
-    model.build_for(images[:1])
+    model.build((None, *data[0].shape[1:]))
     if weights is not None:
         model.set_weights(weights)
     start = [np.array(w) for w in model.get_weights()]
-    # SGD, not Adam: Adam would hide a wrongly scaled gradient.
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
-    history = model.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    # SGD, not Adam: Adam would hide a wrongly scaled gradient. Two optimizer
+    # groups get two rates.
+    groups = {"critic_optimizer": keras.optimizers.SGD(0.2)} if kind == "groups" else {}
+    model.compile(optimizer=keras.optimizers.SGD(0.5), **groups)
+    history = model.fit(*data, batch_size=8, epochs=1, shuffle=False, verbose=0)
     return model, start, history.history
 
 reference, start, logs = train(None)
 with distribution.data_parallel() as replicas:
     model, _, parallel_logs = train(start)
     try:  # 45 images in batches of 8 leave a last batch of 5: uneven on 2 devices
-        model.fit(images[:45], batch_size=8, verbose=0)
+        model.fit(*[array[:45] for array in data], batch_size=8, verbose=0)
         uneven_error = ""
     except ValueError as error:
         uneven_error = str(error)
@@ -142,6 +148,9 @@ def test_cross_replica_helpers_are_the_identity_outside_a_replica_step():
     [
         ("vqvae", {"loss", "commitment_loss", "reconstruction_loss", "perplexity"}),
         ("klvae", {"loss", "kl_loss", "reconstruction_loss"}),
+        # Two optimizer groups and an adaptive weight from gradient norms,
+        # which must be those of the global batch on every replica.
+        ("groups", {"loss", "fit_loss", "generator_loss", "critic_loss", "adaptive_weight"}),
     ],
 )
 def test_two_devices_train_like_one_with_the_same_global_batch(tmp_path, kind, logged):
