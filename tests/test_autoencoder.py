@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_weights_load_on_other_backends, blob_images, to_numpy
+from conftest import blob_images, to_numpy
 
 from vqkeras.layers import ConvDecoder, ConvEncoder
 from vqkeras.models.autoencoder import Autoencoder
@@ -46,49 +46,10 @@ def test_encode_decode_shapes_and_round_trip():
     np.testing.assert_allclose(from_float, decoded, atol=1e-5)
 
 
-def test_save_and_load_keras_file_and_config(tmp_path):
-    images = blob_images(32)
-    model = small_autoencoder()
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=16, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, Autoencoder)
-    np.testing.assert_allclose(
-        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        to_numpy(loaded.encode(images)), to_numpy(model.encode(images)), atol=1e-6
-    )
-    loaded.fit(images, epochs=1, batch_size=16, verbose=0)  # still trainable
-
-    config = model.get_config()
-    restored = Autoencoder.from_config(config)
-    assert restored.get_config() == config
+def test_config_round_trip():
+    config = small_autoencoder().get_config()
+    assert Autoencoder.from_config(config).get_config() == config
     assert config["encoder"]["config"]["latent_dim"] == 4
-
-
-@pytest.mark.parametrize(
-    "images, error, message",
-    [
-        (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\)"),
-        (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)"),
-        (np.zeros((4, 18, 18, 1), "uint8"), ValueError, r"multiples of 4.*height 18"),
-        (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"uint8 in \[0, 255\].*dtype=int32"),
-    ],
-)
-def test_bad_images_get_clear_errors(images, error, message):
-    model = small_autoencoder()
-    model.compile(optimizer="adam")
-    for call in (
-        lambda: model.fit(images, verbose=0),
-        lambda: model.predict(images, verbose=0),
-        lambda: model.evaluate(images, verbose=0),
-        lambda: model.encode(images),
-    ):
-        with pytest.raises(error, match=message):
-            call()
 
 
 def test_bad_latents_and_parts_get_clear_errors():
@@ -103,15 +64,3 @@ def test_bad_latents_and_parts_get_clear_errors():
         Autoencoder(keras.layers.Dense(4), ConvDecoder(1))
     with pytest.raises(TypeError, match=r"`decoder`.*output_channels.*'conv'"):
         Autoencoder(ConvEncoder(4), "conv")
-
-
-# Run in a fresh interpreter per backend: the backend is fixed at import.
-
-
-@pytest.mark.slow
-def test_weights_load_on_the_other_backends(tmp_path):
-    images = blob_images(16, channels=3)
-    model = small_autoencoder(channels=3)
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=8, verbose=0)
-    assert_weights_load_on_other_backends(model, images, tmp_path)

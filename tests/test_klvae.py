@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_weights_load_on_other_backends, blob_images, to_numpy
+from conftest import blob_images, to_numpy
 
 from vqkeras.layers import ConvDecoder, ConvEncoder
 from vqkeras.layers.diagonal_gaussian import DiagonalGaussian
@@ -138,15 +138,3 @@ def test_bad_inputs_get_clear_errors():
         model.compute_scaling_factor(3)
     with pytest.raises(ValueError, match=r"`batch_size`.*Received: batch_size=0"):
         model.compute_scaling_factor(blob_images(4), batch_size=0)
-
-
-# Run in a fresh interpreter per backend: the backend is fixed at import.
-
-
-@pytest.mark.slow
-def test_weights_load_on_the_other_backends(tmp_path):
-    images = blob_images(16, channels=3)
-    model = small_klvae(channels=3, scaling_factor=0.25)
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=8, verbose=0)
-    assert_weights_load_on_other_backends(model, images, tmp_path)

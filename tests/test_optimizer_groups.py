@@ -125,3 +125,20 @@ def test_bad_groups_get_clear_errors():
 
     with pytest.raises(ValueError, match=r"names loss terms \['gan_loss'\]"):
         UnknownTerm().compile(optimizer="sgd")
+
+
+def test_a_keras_file_keeps_every_groups_optimizer(tmp_path):
+    x, target = generator_critic_data()
+    model = _compiled_model(keras.optimizers.Adam(1e-2), keras.optimizers.SGD(0.3))
+    model.fit(x, target, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(
+        tmp_path / "model.keras",
+        custom_objects={"GeneratorCritic": GeneratorCritic},
+    )
+    generator, critic = loaded.optimizer.optimizers.values()
+    assert isinstance(generator, keras.optimizers.Adam)
+    assert isinstance(critic, keras.optimizers.SGD)
+    assert float(critic.learning_rate) == pytest.approx(0.3)
+    for got, want in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.array(got), np.array(want))

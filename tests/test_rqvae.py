@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_weights_load_on_other_backends, blob_images, to_numpy
+from conftest import blob_images, to_numpy
 
 from vqkeras.layers import ConvDecoder, ConvEncoder, EMAVectorQuantizer, VectorQuantizer
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
@@ -23,35 +23,14 @@ def small_rqvae(kind="ema", channels=1, depth=DEPTH, latent_dim=8, **rq_kwargs):
     )
 
 
-def logged(kind):
-    names = ["loss", "reconstruction_loss", "commitment_loss"]
-    if kind == "gradient":
-        names.append("codebook_loss")
-    for level in range(DEPTH):
-        names += [f"perplexity_{level}", f"codebook_usage_{level}"]
-    return names
-
-
-@pytest.mark.parametrize("kind", ["ema", pytest.param("gradient", marks=pytest.mark.slow)])
-def test_fit_lowers_reconstruction_loss_and_logs_every_term(kind):
+def test_fit_logs_each_level_and_each_ema_level_refines_the_latents():
     images = blob_images(256)
-    model = small_rqvae(kind)
+    model = small_rqvae()
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    before = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
-    history = model.fit(images, epochs=4, batch_size=32, validation_data=(images[:64],), verbose=0)
-    after = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
-
-    expected = logged(kind) + [f"val_{name}" for name in logged(kind)]
-    assert sorted(history.history) == sorted(expected)
-    assert after["reconstruction_loss"] < 0.6 * before["reconstruction_loss"]
-    total = sum(after[name] for name in model.loss_names)
-    np.testing.assert_allclose(after["loss"], total, rtol=1e-4)
+    history = model.fit(images, epochs=4, batch_size=32, verbose=0)
     for level in range(DEPTH):
-        assert 0 < after[f"codebook_usage_{level}"] <= 1
-        assert 1 <= after[f"perplexity_{level}"] <= 16
-
-    if kind == "gradient":
-        return
+        assert f"perplexity_{level}" in history.history
+        assert f"codebook_usage_{level}" in history.history
     # Each EMA level, seeded from its own residuals, refines the latents of a
     # fixed input. (Gradient codebooks all start at the initializer's scale,
     # too coarse for deep residuals this early in training.)
@@ -106,54 +85,6 @@ def test_image_error_never_grows_with_depth_after_training_with_quantize_dropout
     assert all(later <= earlier for earlier, later in zip(errors, errors[1:])), errors
 
 
-def test_save_and_load_keras_and_weights_files(tmp_path):
-    images = blob_images(32)
-    model = small_rqvae(shared_codebook=True)
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=16, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, RQVAE)
-    assert loaded.quantizer.shared_codebook and loaded.depth == DEPTH
-    np.testing.assert_allclose(
-        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
-    )
-    np.testing.assert_array_equal(
-        to_numpy(loaded.encode_indices(images)), to_numpy(model.encode_indices(images))
-    )
-    loaded.fit(images, epochs=1, batch_size=16, verbose=0)  # still trainable
-
-    model.save_weights(tmp_path / "model.weights.h5")
-    clone = RQVAE.from_config(model.get_config())
-    clone.build(images.shape)
-    clone.load_weights(tmp_path / "model.weights.h5")
-    np.testing.assert_allclose(
-        clone.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
-    )
-
-
-@pytest.mark.parametrize(
-    "images, error, message",
-    [
-        (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\)"),
-        (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)"),
-        (np.zeros((4, 18, 18, 1), "uint8"), ValueError, r"multiples of 4.*height 18"),
-        (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"uint8 in \[0, 255\].*dtype=int32"),
-    ],
-)
-def test_bad_images_get_clear_errors(images, error, message):
-    model = small_rqvae()
-    model.compile(optimizer="adam")
-    for call in (
-        lambda: model.fit(images, verbose=0),
-        lambda: model.predict(images, verbose=0),
-        lambda: model.encode_indices(images),
-    ):
-        with pytest.raises(error, match=message):
-            call()
-
-
 def test_bad_indices_get_clear_errors():
     model = small_rqvae()
     model.build((None, 16, 16, 1))
@@ -177,29 +108,3 @@ def test_mismatched_parts_are_rejected_at_construction():
         RQVAE(ConvEncoder(4), ConvDecoder(1), VectorQuantizer(16, 4))
     with pytest.raises(TypeError, match="`decoder`.*output_channels"):
         RQVAE(ConvEncoder(4), keras.layers.Dense(4), rq)
-
-
-def test_fit_under_mixed_bfloat16_keeps_codes_and_losses_in_float32():
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    images = blob_images(32)
-    model = small_rqvae("gradient")
-    model.compile(optimizer="adam")
-    history = model.fit(images, epochs=1, batch_size=16, verbose=0)
-    assert all(np.isfinite(v[0]) for v in history.history.values())
-    assert model.encoder.compute_dtype == "bfloat16"
-    for quantizer in model.quantizer.quantizers:
-        assert quantizer.compute_dtype == "float32"
-        assert keras.backend.standardize_dtype(quantizer.embeddings.dtype) == "float32"
-    assert model.predict(images[:2], verbose=0).dtype == np.float32
-
-
-# Run in a fresh interpreter per backend: the backend is fixed at import.
-
-
-@pytest.mark.slow
-def test_weights_load_on_the_other_backends(tmp_path):
-    images = blob_images(16, channels=3)
-    model = small_rqvae(channels=3, shared_codebook=False)
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=8, verbose=0)  # move weights and EMA state
-    assert_weights_load_on_other_backends(model, images, tmp_path)

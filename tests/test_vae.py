@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_weights_load_on_other_backends, blob_images, to_numpy
+from conftest import blob_images, to_numpy
 
 from vqkeras.layers import ConvDecoder, ConvEncoder
 from vqkeras.layers.diagonal_gaussian import DiagonalGaussian
@@ -91,48 +91,10 @@ def test_encode_gives_the_posterior_and_decode_shapes():
     assert prior_samples.shape == (2, 16, 16, 3)
 
 
-def test_save_and_load_keras_file_and_config(tmp_path):
-    images = blob_images(32)
-    model = small_vae(beta=0.5, seed=3)
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=16, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, VAE) and loaded.beta == 0.5
-    np.testing.assert_allclose(
-        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        to_numpy(loaded.encode(images).logvar), to_numpy(model.encode(images).logvar), atol=1e-6
-    )
-    loaded.fit(images, epochs=1, batch_size=16, verbose=0)  # still trainable
-
-    config = model.get_config()
+def test_config_round_trip_keeps_beta_and_the_sampler_seed():
+    config = small_vae(beta=0.5, seed=3).get_config()
     assert config["beta"] == 0.5 and config["sampler"]["config"]["seed"] == 3
     assert VAE.from_config(config).get_config() == config
-
-
-@pytest.mark.parametrize(
-    "images, error, message",
-    [
-        (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\)"),
-        (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)"),
-        (np.zeros((4, 18, 18, 1), "uint8"), ValueError, r"multiples of 4.*height 18"),
-        (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"uint8 in \[0, 255\].*dtype=int32"),
-    ],
-)
-def test_bad_images_get_clear_errors(images, error, message):
-    model = small_vae()
-    model.compile(optimizer="adam")
-    for call in (
-        lambda: model.fit(images, verbose=0),
-        lambda: model.predict(images, verbose=0),
-        lambda: model.evaluate(images, verbose=0),
-        lambda: model.encode(images),
-    ):
-        with pytest.raises(error, match=message):
-            call()
 
 
 def test_bad_latents_and_arguments_get_clear_errors():
@@ -149,28 +111,3 @@ def test_bad_latents_and_arguments_get_clear_errors():
         VAE(ConvEncoder(8), ConvDecoder(1), sampler=keras.layers.Dense(4))
     with pytest.raises(TypeError, match=r"`encoder`.*downsampling_factor"):
         VAE(keras.layers.Dense(8), ConvDecoder(1))
-
-
-def test_fit_under_mixed_bfloat16_keeps_losses_in_float32():
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    images = blob_images(32)
-    model = small_vae()
-    model.compile(optimizer="adam")
-    history = model.fit(images, epochs=1, batch_size=16, verbose=0)
-    assert all(np.isfinite(v[0]) for v in history.history.values())
-    assert model.encoder.compute_dtype == "bfloat16"
-    posterior = model.encode(images[:2])
-    assert keras.backend.standardize_dtype(posterior.logvar.dtype) == "float32"
-    assert model.predict(images[:2], verbose=0).dtype == np.float32
-
-
-# Run in a fresh interpreter per backend: the backend is fixed at import.
-
-
-@pytest.mark.slow
-def test_weights_load_on_the_other_backends(tmp_path):
-    images = blob_images(16, channels=3)
-    model = small_vae(channels=3)
-    model.compile(optimizer="adam")
-    model.fit(images, epochs=1, batch_size=8, verbose=0)
-    assert_weights_load_on_other_backends(model, images, tmp_path)

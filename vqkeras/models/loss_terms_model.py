@@ -85,6 +85,9 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
             )
         if len(groups) == 1:
             return super().compile(optimizer=optimizer, **kwargs)
+        if isinstance(optimizer, GroupedOptimizer):  # from a saved compile config
+            optimizer, *rest = optimizer.optimizers.values()
+            group_optimizers = dict(zip(group_optimizers, rest))
         main = keras.optimizers.get(optimizer)
         optimizers = {groups[0].name: main}
         for name, group_optimizer in group_optimizers.items():
@@ -118,6 +121,12 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, *self.loss_term_trackers, *self.extra_metrics]
+
+    def compile_from_config(self, config):
+        # Keras's own skips an overridden `compile`: call this one.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     # -- called by the backend trainers ---------------------------------------
 

@@ -11,10 +11,10 @@ class TensorFlowTrainer:
         # of the mean over the global batch, as Keras's own train_step does
         # (keras.src.losses.loss.scale_loss_for_distribution).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        groups = self._training_groups()
         # Persistent: one gradient per optimizer group (and per adaptive weight).
         with tf.GradientTape(persistent=True) as tape:
             terms, outputs = self.compute_losses(data, training=True)
+            groups = self._training_groups()  # after compute_losses, which builds the model
 
             def gradient_norm(names, variable):
                 loss = self._weighted_sum(terms, names)  # recorded: the gradient starts here

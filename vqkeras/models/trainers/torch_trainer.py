@@ -5,8 +5,8 @@ class TorchTrainer:
     """`train_step` / `test_step` with torch autograd."""
 
     def train_step(self, data):
-        groups = self._training_groups()
         terms, outputs = self.compute_losses(data, training=True)
+        groups = self._training_groups()  # after compute_losses, which builds the model
 
         def gradient_norm(names, variable):
             loss = self._weighted_sum(terms, names)

@@ -1,0 +1,173 @@
+"""What every registered autoencoder family promises, checked family by family.
+
+Each family's own test file keeps what is particular to it (its loss terms
+against NumPy, its latent space, its parts); what they all share is here, so
+that a new family registered in `vqkeras.models.factory` is held to it at once.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import assert_weights_load_on_other_backends, blob_images, to_numpy
+
+from vqkeras.codes import codes_by_name
+from vqkeras.layers import Quantizer
+from vqkeras.models.factory import FAMILIES, build_autoencoder
+
+NUM_EMBEDDINGS = 16
+
+
+def small_model(family, channels=1):
+    """16x16 images to 4x4 latent grids (2x2 and 4x4 for "vqvae2")."""
+    discrete = family not in ("ae", "vae", "klvae")
+    return build_autoencoder(
+        family,
+        (16, 16, channels),
+        latent_dim=8 if discrete else 3,
+        channels=(8, 16),
+        num_embeddings=NUM_EMBEDDINGS,
+        depth=2,
+        kl_weight=1e-3,
+    )
+
+
+def _quantizers(model):
+    return [layer for layer in model._flatten_layers() if isinstance(layer, Quantizer)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fit_lowers_the_loss_and_logs_every_term(family):
+    images = blob_images(256)
+    model = small_model(family)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    before = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
+    history = model.fit(images, epochs=4, batch_size=32, validation_data=(images[:64],), verbose=0)
+    after = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
+
+    logged = ["loss", *model.loss_names, *(metric.name for metric in model.extra_metrics)]
+    assert sorted(history.history) == sorted(logged + [f"val_{name}" for name in logged])
+    assert after["reconstruction_loss"] < 0.6 * before["reconstruction_loss"]
+    total = sum(after[name] for name in model.loss_names)
+    np.testing.assert_allclose(after["loss"], total, rtol=1e-4)
+    for name, value in after.items():
+        if "codebook_usage" in name:
+            assert 0 < value <= 1, name
+        if "perplexity" in name:
+            assert 1 <= value <= NUM_EMBEDDINGS, name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_codes_are_described_without_a_forward_pass_and_decode_back(family):
+    images = blob_images(8)
+    model = small_model(family)
+    grids = model.code_grids()
+    bigger = model.code_grids((32, 32, 1))  # twice the size the model was built for
+    assert len(bigger) == len(grids)
+    for grid, big in zip(grids, bigger):
+        assert big.spatial_shape == (2 * grid.shape[0], 2 * grid.shape[1])
+        assert (big.name, big.depth, big.num_embeddings, big.conditioned_on) == (
+            grid.name,
+            grid.depth,
+            grid.num_embeddings,
+            grid.conditioned_on,
+        )
+    if not grids:  # continuous latents
+        assert not _quantizers(model)
+        return
+    codes = codes_by_name(grids, model.encode_indices(images))
+    for grid in grids:
+        array = to_numpy(codes[grid.name])
+        assert array.shape == (8, *grid.shape) and array.dtype == np.int32, grid
+        assert 0 <= array.min() and array.max() < grid.num_embeddings
+    # Decoding the returned indices gives the decoded quantized latents.
+    latents = model.encode(images)
+    decoded = model.decode(**latents) if isinstance(latents, dict) else model.decode(latents)
+    np.testing.assert_allclose(
+        to_numpy(model.decode_indices(model.encode_indices(images))), to_numpy(decoded), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_keras_file_and_weights_file_round_trips(family, tmp_path):
+    images = blob_images(32)
+    model = small_model(family)
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=1, batch_size=16, verbose=0)  # move weights and EMA state
+    expected = model.predict(images, verbose=0)
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(loaded) is type(model)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
+    if model.code_grids():
+        keras.tree.map_structure(
+            lambda a, b: np.testing.assert_array_equal(to_numpy(a), to_numpy(b)),
+            loaded.encode_indices(images),
+            model.encode_indices(images),
+        )
+    loaded.fit(images, epochs=1, batch_size=16, verbose=0)  # still trainable
+
+    model.save_weights(tmp_path / "model.weights.h5")
+    fresh = type(model).from_config(model.get_config())
+    fresh.build((None, 16, 16, 1))
+    fresh.load_weights(tmp_path / "model.weights.h5")
+    np.testing.assert_allclose(fresh.predict(images, verbose=0), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weights_load_on_the_other_backends(family, tmp_path):
+    images = blob_images(16, channels=3)
+    model = small_model(family, channels=3)
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=1, batch_size=8, verbose=0)  # move weights and EMA state
+    assert_weights_load_on_other_backends(model, images, tmp_path)
+
+
+BAD_IMAGES = [
+    (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\)"),
+    (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)"),
+    (np.zeros((4, 18, 18, 1), "uint8"), ValueError, r"multiples of \d+.*height 18"),
+    (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"uint8 in \[0, 255\].*dtype=int32"),
+    (np.full((4, 16, 16, 1), "a"), TypeError, r"floats in \[0, 1\].*dtype=<U1"),
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("images, error, message", BAD_IMAGES)
+def test_bad_images_get_clear_errors(family, images, error, message):
+    model = small_model(family)
+    model.compile(optimizer="adam")
+    calls = [
+        lambda: model.fit(images, verbose=0),
+        lambda: model.predict(images, verbose=0),
+        lambda: model.evaluate(images, verbose=0),
+        lambda: model.encode(images),
+    ]
+    if model.code_grids():
+        calls.append(lambda: model.encode_indices(images))
+    for call in calls:
+        with pytest.raises(error, match=message):
+            call()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixed_bfloat16_keeps_codes_and_losses_in_float32(family):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    images = blob_images(32)
+    model = small_model(family)
+    model.compile(optimizer="adam")
+    history = model.fit(images, epochs=1, batch_size=16, verbose=0)
+    assert all(np.isfinite(values[0]) for values in history.history.values())
+    terms, _ = model.compute_losses(images[:4], training=False)
+    assert {keras.backend.standardize_dtype(t.dtype) for t in terms.values()} == {"float32"}
+    assert model.predict(images[:2], verbose=0).dtype == np.float32
+    # Codes are decided in float32 (bfloat16 confuses close codes) and the
+    # codebooks are stored in float32; the convolutions run in bfloat16.
+    for quantizer in _quantizers(model):
+        assert quantizer.input_dtype == "float32"
+        for variable in quantizer.weights:
+            assert keras.backend.standardize_dtype(variable.dtype) != "bfloat16", variable
+    assert {layer.compute_dtype for layer in model._flatten_layers() if layer.weights} >= {
+        "bfloat16"
+    }
