@@ -1,11 +1,19 @@
 import csv
 import json
+import math
 
+import keras
 import numpy as np
 import pytest
 from conftest import blob_images, small_vqvae
 
-from vqkeras.training import completed_epochs, fit_resumable, is_resuming, load_npz_splits
+from vqkeras.training import (
+    compile_with_cosine_adam,
+    completed_epochs,
+    fit_resumable,
+    is_resuming,
+    load_npz_splits,
+)
 
 
 def compiled_vqvae():
@@ -63,3 +71,37 @@ def test_load_npz_splits(tmp_path):
     np.savez(path, images=x)
     with pytest.raises(ValueError, match=r"Missing: \['x_test', 'x_train'"):
         load_npz_splits(path, (4, 4, 1), validation_size=4)
+
+
+def learning_rate_at(model, step):
+    model.optimizer.iterations.assign(step)
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def test_compile_with_cosine_adam_decays_along_a_cosine_to_the_final_fraction():
+    model = small_vqvae()
+    model.build((None, 16, 16, 1))
+    compile_with_cosine_adam(model, 100, learning_rate=2e-3, final_fraction=0.05)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    for step in (0, 25, 50, 100, 150):
+        cosine = 0.5 * (1 + math.cos(math.pi * min(step, 100) / 100))
+        expected = 2e-3 * (0.05 + 0.95 * cosine)
+        np.testing.assert_allclose(learning_rate_at(model, step), expected, rtol=1e-5)
+    # The defaults: from 1e-3 down to a tenth of it.
+    compile_with_cosine_adam(model, 10)
+    np.testing.assert_allclose(learning_rate_at(model, 0), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(learning_rate_at(model, 10), 1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"decay_steps": 0}, "decay_steps"),
+        ({"learning_rate": 0.0}, r"learning_rate` must be in \(0.0, inf\)"),
+        ({"final_fraction": 1.5}, r"final_fraction` must be in \[0.0, 1.0\]"),
+    ],
+)
+def test_compile_with_cosine_adam_checks_its_arguments(kwargs, match):
+    arguments = {"decay_steps": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        compile_with_cosine_adam(small_vqvae(), arguments.pop("decay_steps"), **arguments)

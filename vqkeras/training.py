@@ -1,5 +1,8 @@
 """Resumable training runs: what the zoo recipes and `vqkeras train` share.
 
+`compile_with_cosine_adam(model, decay_steps)` compiles with Adam and a
+cosine learning-rate decay, the optimizer of every recipe.
+
 `fit_resumable(model, x, out_dir, ...)` wraps `model.fit` so that a run can be
 interrupted and continued by running the same command again. It writes to
 `out_dir`:
@@ -23,6 +26,7 @@ import time
 import keras
 import numpy as np
 
+from vqkeras import validation
 from vqkeras.file_io import write_json_atomic
 
 
@@ -150,6 +154,41 @@ def completed_epochs(out_dir):
 def is_resuming(out_dir):
     """Whether `out_dir` holds the backup of an earlier run of `fit_resumable`."""
     return os.path.exists(os.path.join(out_dir, "backup", "training_metadata.json"))
+
+
+def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1):
+    """Compiles `model` with Adam and a cosine learning-rate decay.
+
+    The learning rate starts at `learning_rate` and falls along a half cosine
+    to `learning_rate * final_fraction` after `decay_steps` optimizer steps,
+    where it stays (`keras.optimizers.schedules.CosineDecay` with
+    `alpha=final_fraction`). The schedule reads the optimizer's step, so a run
+    resumed by `fit_resumable` continues it.
+
+    Args:
+        model: a vqkeras model, which brings its own losses.
+        decay_steps: length of the decay in optimizer steps, e.g.
+            `epochs * math.ceil(len(x_train) / batch_size)`.
+        learning_rate: the initial learning rate.
+        final_fraction: the final learning rate, as a fraction of the initial one.
+
+    Example:
+
+    ```python
+    steps = 10 * math.ceil(len(x_train) / 128)
+    compile_with_cosine_adam(model, steps)  # 1e-3 down to 1e-4 over 10 epochs
+    model.fit(x_train, epochs=10, batch_size=128)
+    ```
+    """
+    decay_steps = validation.positive_int("decay_steps", decay_steps)
+    learning_rate = validation.float_in_range(
+        "learning_rate", learning_rate, 0.0, float("inf"), low_inclusive=False, high_inclusive=False
+    )
+    final_fraction = validation.float_in_range("final_fraction", final_fraction, 0.0, 1.0)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=decay_steps, alpha=final_fraction
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
 
 
 def fit_resumable(
