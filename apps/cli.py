@@ -154,6 +154,14 @@ def _add_output_options(parser, help, metavar="DIR"):
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def _latent_dim_defaults(families):
+    """E.g. "4 for ae, vae; 64 for vqvae": each family's default latent channels."""
+    names = {}
+    for family in families.values():
+        names.setdefault(family.default_latent_dim, []).append(family.name)
+    return "; ".join(f"{dim} for {', '.join(group)}" for dim, group in names.items())
+
+
 def _first_paragraph(module):
     return module.__doc__.split("\n\n")[0]
 
@@ -292,6 +300,7 @@ def build_parser():
         description=train.__doc__,
         formatter_class=formatter,
     )
+    # The factory's registry: a registered family is a choice.
     training.add_argument("--family", required=True, choices=FAMILIES, help="model family")
     training.add_argument(
         "--data", required=True, nargs="+", action="extend", metavar="INPUT", help=INPUT_HELP
@@ -335,7 +344,7 @@ def build_parser():
     training.add_argument(
         "--latent-dim",
         type=_positive_int,
-        help="latent channels (default: 4 for ae, vae, klvae; 64 for the VQ families)",
+        help=f"latent channels (default: {_latent_dim_defaults(FAMILIES)})",
     )
     training.add_argument(
         "--num-embeddings",

@@ -2,9 +2,12 @@
 
     vqkeras train --family ema-vqvae --data photos/ --out runs/mine --epochs 20
 
-Builds the model with `vqkeras.models.factory.build_autoencoder`, holds out
-a random `--validation-fraction` of the images (seeded), fits with checkpoints,
-and writes to --out:
+Builds the model with `vqkeras.models.factory.build_autoencoder` (--family is
+any name of its registry, `FAMILIES`), holds out a random
+`--validation-fraction` of the images (seeded), then trains, evaluates and
+saves through `vqkeras.training.train_and_evaluate`, as the zoo recipes do
+(Adam with a cosine decay to a tenth of --learning-rate, checkpoints), and
+writes to --out:
 
     run.json                         the settings of the run
     training_log.csv, timing.json    per-epoch metrics and throughput
@@ -26,9 +29,7 @@ completed epoch (a larger --epochs trains further). A folder that holds a run
 with other settings, or other files, is refused: choose a new --out.
 """
 
-import contextlib
 import json
-import math
 import os
 
 import keras
@@ -41,7 +42,7 @@ from vqkeras.apps.outputs import describe_input
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models.factory import build_autoencoder
-from vqkeras.training import fit_resumable
+from vqkeras.training import PRESET_DIR, train_and_evaluate
 
 RUN_FILE = "run.json"
 GRID_IMAGES = 16
@@ -131,46 +132,6 @@ def _even(images, devices, what):
     return images[:kept]
 
 
-def _fit(args, x_train, x_val, devices):
-    """Builds, compiles and fits the model; `x_val` is validated after each epoch."""
-    keras.utils.set_random_seed(args.seed)
-    model = build_autoencoder(
-        args.family,
-        x_train.shape[1:],
-        latent_dim=args.latent_dim,
-        channels=args.channels,
-        num_residual_blocks=args.residual_blocks,
-        num_embeddings=args.num_embeddings,
-        depth=args.depth,
-        beta=args.beta,
-        kl_weight=args.kl_weight,
-        seed=args.seed,
-    )
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        args.learning_rate, decay_steps=args.epochs * steps_per_epoch, alpha=0.1
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-
-    os.makedirs(args.out, exist_ok=True)
-    write_json_atomic(os.path.join(args.out, RUN_FILE), _settings(args), overwrite=True)
-    grid_images = max(devices, GRID_IMAGES - GRID_IMAGES % devices)
-    _, timer = fit_resumable(
-        model,
-        x_train,
-        args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=(x_val,),
-        callbacks=[
-            keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
-            ReconstructionGrid(x_val[:grid_images], os.path.join(args.out, "reconstructions")),
-        ],
-        verbose=0 if args.quiet else 2,
-    )
-    return model, timer
-
-
 def run(args):
     if not 0 < args.validation_fraction < 1:
         raise ValueError(
@@ -180,42 +141,77 @@ def run(args):
     devices = _device_count(args)
     inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
     x_train, x_val = _split(inputs.images, args.validation_fraction, args.seed)
-    image_shape = x_train.shape[1:]
     # JAX refuses a batch that does not split evenly over the devices, and
     # TensorFlow would weight the samples of a smaller share more.
     x_train_even = _even(x_train, devices, "training images")
-    with distribution.data_parallel() if args.distribute else contextlib.nullcontext():
-        model, timer = _fit(args, x_train_even, _even(x_val, devices, "held-out images"), devices)
-    metrics = evaluate_reconstructions(model, x_val, batch_size=args.batch_size)
-    summary = {
-        "family": args.family,
-        **describe_input(args.data, args.split),
-        "images": len(inputs.images),
-        "skipped": len(inputs.skipped),
-        "train_images": len(x_train_even),
-        "validation_images": len(x_val),
-        "devices": devices,
-        "dropped_for_devices": len(x_train) - len(x_train_even),
-        "image_shape": list(image_shape),
-        "parameters": model.count_params(),
-        **timer.summary(),
-        "validation": metrics,
-        "preset": os.path.join(args.out, "preset"),
-    }
-    write_json_atomic(os.path.join(args.out, "metrics.json"), summary, overwrite=True)
-    model.save_to_preset(
-        summary["preset"],
-        metadata={
+    x_val_even = _even(x_val, devices, "held-out images")
+    grid_images = max(devices, GRID_IMAGES - GRID_IMAGES % devices)
+
+    def build():
+        model = build_autoencoder(
+            args.family,
+            x_train.shape[1:],
+            latent_dim=args.latent_dim,
+            channels=args.channels,
+            num_residual_blocks=args.residual_blocks,
+            num_embeddings=args.num_embeddings,
+            depth=args.depth,
+            beta=args.beta,
+            kl_weight=args.kl_weight,
+            seed=args.seed,
+        )
+        # Only once the settings give a model: a command that fails to build
+        # leaves no run behind that would refuse its corrected version.
+        os.makedirs(args.out, exist_ok=True)
+        write_json_atomic(os.path.join(args.out, RUN_FILE), _settings(args), overwrite=True)
+        return model
+
+    def report(trained):
+        summary = {
+            "family": args.family,
+            **describe_input(args.data, args.split),
+            "images": len(inputs.images),
+            "skipped": len(inputs.skipped),
+            "train_images": len(x_train_even),
+            "validation_images": len(x_val),
+            "devices": devices,
+            "dropped_for_devices": len(x_train) - len(x_train_even),
+            "image_shape": list(x_train.shape[1:]),
+            "parameters": trained.model.count_params(),
+            **trained.timer.summary(),
+            "validation": trained.evaluation,
+            "preset": os.path.join(args.out, PRESET_DIR),
+        }
+        metadata = {
             "dataset": f"{summary['input']} (vqkeras train, {len(x_train_even)} training images)",
             "evaluation": f"{len(x_val)} held-out images (seeded random "
             f"{args.validation_fraction:.0%} of the input)",
             "training": {
-                "epochs": len(timer.epochs),
+                "epochs": len(trained.timer.epochs),
                 "batch_size": args.batch_size,
                 "devices": devices,
             },
-            "metrics": metrics,
-        },
-        overwrite=True,  # this run's own preset, rewritten when a rerun trains further
+            "metrics": trained.evaluation,
+        }
+        return summary, metadata
+
+    trained = train_and_evaluate(
+        build,
+        x_train_even,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        # All held-out images, on one device: evaluation runs outside --distribute.
+        evaluate=lambda model: evaluate_reconstructions(model, x_val, batch_size=args.batch_size),
+        report=report,
+        learning_rate=args.learning_rate,
+        validation_data=(x_val_even,),
+        distribute=args.distribute,
+        callbacks=[
+            keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
+            ReconstructionGrid(x_val_even[:grid_images], os.path.join(args.out, "reconstructions")),
+        ],
+        verbose=0 if args.quiet else 2,
     )
-    return summary
+    return trained.metrics

@@ -23,7 +23,8 @@ gets the same data (MNIST training split minus its last 5000 images, held out fo
 validation, as the recipe), epochs, batch size, optimizer (Adam 1e-3 with cosine decay
 to 1e-4, as `zoo/autoencoder_recipe.py`) and seed (`keras.utils.set_random_seed(seed)`
 before each family is built, so a family's result does not depend on which others ran
-before it).
+before it): each is trained and evaluated by `vqkeras.training.train_and_evaluate`, as
+the zoo recipes are.
 
 On all 10000 test images, per family: MSE, PSNR (dB, mean over images) and SSIM from
 `vqkeras.evaluation.evaluate_reconstructions` (reconstructions clipped to [0, 1]; the
@@ -91,7 +92,7 @@ import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.factory import build_autoencoder
-from vqkeras.training import fit_resumable, is_resuming, load_npz_splits
+from vqkeras.training import is_resuming, load_npz_splits, train_and_evaluate
 from vqkeras.zoo import autoencoder_recipe as recipe
 from vqkeras.zoo.vqvae_mnist.recipe import RECIPE
 
@@ -207,6 +208,10 @@ def latent_description(family):
     }[family]
 
 
+def trainable_parameters(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
 def unit_scale(images):
     return images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
 
@@ -292,49 +297,53 @@ def train_family(family, args, data, folder):
     """Trains and measures one family; returns its results entry."""
     x_train, x_val, x_test = data
     keras.backend.clear_session()
-    keras.utils.set_random_seed(args.seed)
-    model = build_family(family, args.seed)
-    steps = args.epochs * math.ceil(len(x_train) / args.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        recipe.LEARNING_RATE, decay_steps=steps, alpha=recipe.FINAL_LEARNING_RATE_FRACTION
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    parameters = model.count_params()
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    log(f"{family}: {latent_description(family)}; {parameters} parameters ({trainable} trainable)")
 
-    if is_resuming(folder):
-        log(f"{family}: resuming its training from {folder}")
-    _, timer = fit_resumable(
-        model,
+    def build():
+        model = build_family(family, args.seed)
+        log(
+            f"{family}: {latent_description(family)}; {model.count_params()} parameters "
+            f"({trainable_parameters(model)} trainable)"
+        )
+        if is_resuming(folder):
+            log(f"{family}: resuming its training from {folder}")
+        return model
+
+    run = train_and_evaluate(
+        build,
         x_train,
         folder,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        seed=args.seed,
+        evaluate=lambda model: evaluate_reconstructions(
+            model, x_test, batch_size=recipe.EVAL_BATCH_SIZE
+        ),
+        learning_rate=recipe.LEARNING_RATE,
+        final_fraction=recipe.FINAL_LEARNING_RATE_FRACTION,
         validation_data=(x_val,),
     )
-    timing = timer.summary()
+    model, evaluation, timing = run.model, run.evaluation, run.timer.summary()
     log(
         f"{family}: trained in {timing['training_time_s']:.0f} s, "
         f"{timing['images_per_second']:.0f} images/s"
     )
 
     start = time.perf_counter()
-    evaluation = evaluate_reconstructions(model, x_test, batch_size=recipe.EVAL_BATCH_SIZE)
     costs = latent_costs(family, model, x_test, evaluation, recipe.EVAL_BATCH_SIZE)
     reconstructions = np.clip(model.predict(x_test[:FIGURE_IMAGES], verbose=0), 0.0, 1.0)
     np.save(os.path.join(folder, "reconstructions.npy"), reconstructions.astype("float32"))
     model.save(os.path.join(folder, "model.keras"))
+    evaluation_time = run.evaluation_time_s + time.perf_counter() - start
     log(
         f"{family}: test PSNR {evaluation['psnr_db']:.2f} dB, SSIM {evaluation['ssim']:.3f}, "
-        f"MSE {evaluation['mse']:.5f} (evaluated in {time.perf_counter() - start:.0f} s)"
+        f"MSE {evaluation['mse']:.5f} (evaluated in {evaluation_time:.0f} s)"
     )
     return {
         "label": LABELS[family],
         "model": type(model).__name__,
         "latent": latent_description(family),
-        "parameters": parameters,
-        "trainable_parameters": trainable,
+        "parameters": model.count_params(),
+        "trainable_parameters": trainable_parameters(model),
         "training_time_s": timing["training_time_s"],
         "images_per_second": timing["images_per_second"],
         "timing": timing,

@@ -39,7 +39,7 @@ import vqkeras
 from vqkeras.evaluation import encode_indices, reconstruction_metrics
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models import RQVAE, PixelCNNPrior
-from vqkeras.training import fit_resumable, load_npz_splits
+from vqkeras.training import compile_with_cosine_adam, fit_resumable, load_npz_splits
 
 VALIDATION_SIZE = 5000
 SAMPLES_PER_CLASS = 10
@@ -102,8 +102,7 @@ def main():
     )
     prior.build()
     steps = args.epochs * math.ceil(len(codes["train"]) / args.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.05)
-    prior.compile(optimizer=keras.optimizers.Adam(schedule))
+    compile_with_cosine_adam(prior, steps, learning_rate=1e-3, final_fraction=0.05)
     start = time.perf_counter()
     fit_resumable(
         prior,

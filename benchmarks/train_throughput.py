@@ -3,8 +3,9 @@
 What it measures
 ----------------
 For each recipe (`zoo/vqvae_mnist`, `zoo/vqvae_cifar10`), the model and optimizer
-exactly as the recipe builds them (`vqkeras.zoo.autoencoder_recipe.build_model`: the
-factory's "ema-vqvae", Adam with a cosine schedule), trained by `model.fit` on
+exactly as the recipe makes them (`vqkeras.zoo.autoencoder_recipe.build_model`: the
+factory's "ema-vqvae"; `vqkeras.training.compile_with_cosine_adam` with the recipe's
+learning rates), trained by `model.fit` on
 `--images` random uint8 images of the recipe's shape in batches of `--batch-size`
 (the recipes' 128). Pixel values do not change the work of a step, so no dataset is
 needed. The first epoch (tracing and compilation) is not counted; images per second is
@@ -139,12 +140,19 @@ def run_recipe(name, args):
     import keras
 
     from vqkeras.layers import EMAVectorQuantizer
-    from vqkeras.zoo.autoencoder_recipe import build_model
+    from vqkeras.training import compile_with_cosine_adam
+    from vqkeras.zoo import autoencoder_recipe
 
     recipe = importlib.import_module(f"vqkeras.zoo.{name}.recipe").RECIPE
     keras.utils.set_random_seed(args.seed)
     steps = -(-args.images // args.batch_size)
-    model = build_model(recipe, args.seed, total_steps=(1 + args.epochs) * steps)
+    model = autoencoder_recipe.build_model(recipe, args.seed)
+    compile_with_cosine_adam(
+        model,
+        (1 + args.epochs) * steps,
+        learning_rate=autoencoder_recipe.LEARNING_RATE,
+        final_fraction=autoencoder_recipe.FINAL_LEARNING_RATE_FRACTION,
+    )
     rng = np.random.default_rng(args.seed)
     images = rng.integers(0, 256, (args.images, *recipe.image_shape), dtype=np.uint8)
     seconds = []

@@ -94,6 +94,24 @@ def small_vqvae(quantizer="ema", channels=1, num_embeddings=16, latent_dim=8, **
     )
 
 
+@pytest.fixture
+def tiny_family():
+    """The name of an autoencoder family registered for one test: an
+    `Autoencoder` that halves the image size once more than its `channels`
+    say, with 3 latent channels unless told otherwise."""
+    from vqkeras.models import Autoencoder, factory
+
+    @factory.register_family("tiny-ae", default_latent_dim=3, extra_downsampling=1)
+    def build(parts):
+        encoder = parts.encoder(parts.latent_dim, channels=(*parts.channels, 4))
+        decoder = ConvDecoder(parts.image_shape[-1], channels=(4, *parts.channels[::-1]))
+        return Autoencoder(encoder, decoder, name=parts.name)
+
+    yield "tiny-ae"
+    # There is no public way back: families are registered for good.
+    del factory._REGISTRY["tiny-ae"]
+
+
 def model_outputs(model, images):
     """What must agree across backends: reconstructions and any code indices."""
     outputs = {"reconstruction": np.asarray(model.predict(images, verbose=0))}

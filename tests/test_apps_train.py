@@ -81,6 +81,21 @@ def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
     assert "codebook_usage" not in summary["validation"]
 
 
+def test_train_offers_and_trains_a_registered_family(data, tmp_path, capsys, tiny_family):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--family {ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,tiny-ae}" in capsys.readouterr().out
+    out = tmp_path / "tiny"
+    arguments = ["train", "--family", tiny_family, "--data", data, "--out", str(out)]
+    assert (
+        main([*arguments, "--channels", "4", "--epochs", "1", "--batch-size", "9", "--quiet"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["family"] == tiny_family and summary["epochs"] == 1
+    model = vqkeras.from_preset(out / "preset")
+    assert type(model) is vqkeras.models.Autoencoder and model.encoder.latent_dim == 3
+
+
 # `vqkeras train --distribute` on two fake CPU devices, in a fresh interpreter:
 # the devices must be split before the backend starts.
 DISTRIBUTED_TRAIN = """

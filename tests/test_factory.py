@@ -4,7 +4,7 @@ from conftest import blob_images, to_numpy
 
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.models import KLVAE, RQVAE, VAE, VQVAE, VQVAE2, Autoencoder
-from vqkeras.models.factory import FAMILIES, build_autoencoder
+from vqkeras.models.factory import FAMILIES, build_autoencoder, register_family
 
 CLASSES = {
     "ae": Autoencoder,
@@ -66,3 +66,48 @@ def test_bad_arguments_raise(kwargs, match):
     arguments = {"family": "ae", "image_shape": (32, 32, 3), **kwargs}
     with pytest.raises(ValueError, match=match):
         build_autoencoder(arguments.pop("family"), arguments.pop("image_shape"), **arguments)
+
+
+def test_the_registry_holds_the_families_in_order_with_their_defaults():
+    assert tuple(FAMILIES) == ("ae", "vae", "klvae", "vqvae", "ema-vqvae", "rqvae", "vqvae2")
+    assert {name: family.default_latent_dim for name, family in FAMILIES.items()} == {
+        "ae": 4,
+        "vae": 4,
+        "klvae": 4,
+        "vqvae": 64,
+        "ema-vqvae": 64,
+        "rqvae": 64,
+        "vqvae2": 64,
+    }
+    assert [name for name, family in FAMILIES.items() if family.extra_downsampling] == ["vqvae2"]
+    with pytest.raises(TypeError):
+        FAMILIES["mine"] = FAMILIES["ae"]  # read-only: families come in by register_family
+
+
+def test_a_registered_family_is_built_with_its_defaults(tiny_family):
+    assert tiny_family in FAMILIES and list(FAMILIES)[-1] == tiny_family
+    model = build_autoencoder(tiny_family, (16, 16, 1), channels=(4,))
+    assert type(model) is Autoencoder and model.built and model.name == "tiny_ae"
+    assert model.encoder.latent_dim == 3
+    assert to_numpy(model.encode(blob_images(2))).shape == (2, 4, 4, 3)
+    assert to_numpy(model.predict(blob_images(2), verbose=0)).shape == (2, 16, 16, 1)
+    # Its extra halving counts in the image-size check.
+    with pytest.raises(ValueError, match=r"multiples of 4. Received: image_shape=\(10, 10, 1\)"):
+        build_autoencoder(tiny_family, (10, 10, 1), channels=(4,))
+    with pytest.raises(ValueError, match="'tiny-ae' is already registered"):
+        register_family(tiny_family, default_latent_dim=3)(lambda parts: None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": ""}, "non-empty string"),
+        ({"default_latent_dim": 0}, "default_latent_dim"),
+        ({"extra_downsampling": -1}, "extra_downsampling"),
+    ],
+)
+def test_register_family_checks_its_arguments(kwargs, match):
+    arguments = {"name": "mine", "default_latent_dim": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        register_family(arguments.pop("name"), **arguments)
+    assert "mine" not in FAMILIES

@@ -1,11 +1,22 @@
 import csv
 import json
+import math
 
+import keras
 import numpy as np
 import pytest
 from conftest import blob_images, small_vqvae
 
-from vqkeras.training import completed_epochs, fit_resumable, is_resuming, load_npz_splits
+import vqkeras
+from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.training import (
+    compile_with_cosine_adam,
+    completed_epochs,
+    fit_resumable,
+    is_resuming,
+    load_npz_splits,
+    train_and_evaluate,
+)
 
 
 def compiled_vqvae():
@@ -63,3 +74,108 @@ def test_load_npz_splits(tmp_path):
     np.savez(path, images=x)
     with pytest.raises(ValueError, match=r"Missing: \['x_test', 'x_train'"):
         load_npz_splits(path, (4, 4, 1), validation_size=4)
+
+
+def learning_rate_at(model, step):
+    model.optimizer.iterations.assign(step)
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def test_compile_with_cosine_adam_decays_along_a_cosine_to_the_final_fraction():
+    model = small_vqvae()
+    model.build((None, 16, 16, 1))
+    compile_with_cosine_adam(model, 100, learning_rate=2e-3, final_fraction=0.05)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    for step in (0, 25, 50, 100, 150):
+        cosine = 0.5 * (1 + math.cos(math.pi * min(step, 100) / 100))
+        expected = 2e-3 * (0.05 + 0.95 * cosine)
+        np.testing.assert_allclose(learning_rate_at(model, step), expected, rtol=1e-5)
+    # The defaults: from 1e-3 down to a tenth of it.
+    compile_with_cosine_adam(model, 10)
+    np.testing.assert_allclose(learning_rate_at(model, 0), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(learning_rate_at(model, 10), 1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"decay_steps": 0}, "decay_steps"),
+        ({"learning_rate": 0.0}, r"learning_rate` must be in \(0.0, inf\)"),
+        ({"final_fraction": 1.5}, r"final_fraction` must be in \[0.0, 1.0\]"),
+    ],
+)
+def test_compile_with_cosine_adam_checks_its_arguments(kwargs, match):
+    arguments = {"decay_steps": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        compile_with_cosine_adam(small_vqvae(), arguments.pop("decay_steps"), **arguments)
+
+
+def train_small_vqvae(out, report, **kwargs):
+    """`train_and_evaluate` of a small VQ-VAE on 10 blob images in batches of 4."""
+    images = blob_images(10)
+    seeded = []
+
+    def build():
+        # What numpy draws first tells that the seed was set just before.
+        seeded.append(np.random.random() == np.random.RandomState(7).random_sample())
+        model = small_vqvae()
+        model.build((None, 16, 16, 1))
+        return model
+
+    run = train_and_evaluate(
+        build,
+        images,
+        out,
+        batch_size=4,
+        seed=7,
+        evaluate=lambda model: evaluate_reconstructions(model, images),
+        report=report,
+        validation_data=(images[:4],),
+        verbose=0,
+        **kwargs,
+    )
+    assert seeded == [True]
+    return run
+
+
+def report(run):
+    return {"epochs": len(run.timer.epochs), "test": run.evaluation}, {"dataset": "blobs"}
+
+
+def test_train_and_evaluate_writes_the_run_and_the_preset_and_resumes(tmp_path):
+    run = train_small_vqvae(tmp_path, report, epochs=1, schedule_epochs=2)
+    # 3 steps of the 2 * ceil(10 / 4) = 6 of the schedule: halfway down its cosine.
+    assert int(run.model.optimizer.iterations) == 3
+    expected = 1e-3 * (0.1 + 0.9 * 0.5)
+    np.testing.assert_allclose(float(run.model.optimizer.learning_rate), expected, rtol=1e-5)
+    assert run.history.epoch == [0] and run.evaluation["images"] == 10
+    for name in ("training_log.csv", "timing.json", "checkpoints/epoch_001.weights.h5"):
+        assert (tmp_path / name).is_file(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == run.metrics == {"epochs": 1, "test": run.evaluation}
+    preset = vqkeras.from_preset(tmp_path / "preset")
+    for a, b in zip(preset.weights, run.model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    card = json.loads((tmp_path / "preset" / "metadata.json").read_text())
+    assert card["dataset"] == "blobs"
+
+    # The same call with more epochs continues the run and replaces its own files.
+    resumed = train_small_vqvae(tmp_path, report, epochs=2, schedule_epochs=2)
+    assert resumed.history.epoch == [1] and completed_epochs(tmp_path) == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_train_and_evaluate_refuses_a_preset_it_did_not_write(tmp_path):
+    small = small_vqvae()
+    small.build((None, 16, 16, 1))
+    small.save_to_preset(tmp_path / "preset")
+    with pytest.raises(FileExistsError, match="no earlier run in .* wrote it"):
+        train_small_vqvae(tmp_path, report, epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preset"]  # nothing trained
+
+
+def test_train_and_evaluate_without_a_report_writes_only_the_training_files(tmp_path):
+    run = train_small_vqvae(tmp_path, None, epochs=1)
+    assert run.metrics is None and np.isfinite(run.evaluation["psnr_db"])
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "preset").exists()
+    assert completed_epochs(tmp_path) == 1

@@ -1,4 +1,7 @@
-"""Resumable training runs: what the zoo recipes and `vqkeras train` share.
+"""Training runs: what the zoo recipes, `vqkeras train` and the benchmarks share.
+
+`compile_with_cosine_adam(model, decay_steps)` compiles with Adam and a
+cosine learning-rate decay, the optimizer of every recipe.
 
 `fit_resumable(model, x, out_dir, ...)` wraps `model.fit` so that a run can be
 interrupted and continued by running the same command again. It writes to
@@ -12,8 +15,17 @@ interrupted and continued by running the same command again. It writes to
 
 Training restarts from the last completed epoch: weights, EMA codebook state
 and optimizer state (including a learning-rate schedule's step).
+
+`train_and_evaluate(build, x, out_dir, ...)` is the whole run: it builds the
+model, compiles it with `compile_with_cosine_adam`, fits it with
+`fit_resumable`, evaluates it and, given a `report`, writes
+
+    metrics.json         the report's metrics
+    preset/              the trained model, `vqkeras.from_preset(out_dir/preset)`
 """
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -23,7 +35,11 @@ import time
 import keras
 import numpy as np
 
+from vqkeras import distribution, validation
 from vqkeras.file_io import write_json_atomic
+
+PRESET_DIR = "preset"
+METRICS_FILE = "metrics.json"
 
 
 def load_npz_splits(path, image_shape, validation_size, limit_train=None):
@@ -152,6 +168,41 @@ def is_resuming(out_dir):
     return os.path.exists(os.path.join(out_dir, "backup", "training_metadata.json"))
 
 
+def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1):
+    """Compiles `model` with Adam and a cosine learning-rate decay.
+
+    The learning rate starts at `learning_rate` and falls along a half cosine
+    to `learning_rate * final_fraction` after `decay_steps` optimizer steps,
+    where it stays (`keras.optimizers.schedules.CosineDecay` with
+    `alpha=final_fraction`). The schedule reads the optimizer's step, so a run
+    resumed by `fit_resumable` continues it.
+
+    Args:
+        model: a vqkeras model, which brings its own losses.
+        decay_steps: length of the decay in optimizer steps, e.g.
+            `epochs * math.ceil(len(x_train) / batch_size)`.
+        learning_rate: the initial learning rate.
+        final_fraction: the final learning rate, as a fraction of the initial one.
+
+    Example:
+
+    ```python
+    steps = 10 * math.ceil(len(x_train) / 128)
+    compile_with_cosine_adam(model, steps)  # 1e-3 down to 1e-4 over 10 epochs
+    model.fit(x_train, epochs=10, batch_size=128)
+    ```
+    """
+    decay_steps = validation.positive_int("decay_steps", decay_steps)
+    learning_rate = validation.float_in_range(
+        "learning_rate", learning_rate, 0.0, float("inf"), low_inclusive=False, high_inclusive=False
+    )
+    final_fraction = validation.float_in_range("final_fraction", final_fraction, 0.0, 1.0)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=decay_steps, alpha=final_fraction
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+
+
 def fit_resumable(
     model,
     x,
@@ -205,6 +256,134 @@ def fit_resumable(
         verbose=verbose,
     )
     return history, timer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """What `train_and_evaluate` returns.
+
+    Attributes:
+        model: the trained model.
+        history: the `History` of this session's `fit` (a resumed run's
+            earlier epochs are in `training_log.csv`).
+        timer: the `EpochTimer`, whose `summary()` covers every epoch of the run.
+        fit_time_s: wall time of this session's `fit`.
+        evaluation: what `evaluate(model)` returned.
+        evaluation_time_s: wall time of `evaluate`.
+        metrics: what the report wrote to `metrics.json`; None without a report.
+    """
+
+    model: keras.Model
+    history: keras.callbacks.History
+    timer: EpochTimer
+    fit_time_s: float
+    evaluation: dict
+    evaluation_time_s: float
+    metrics: dict | None = None
+
+
+def train_and_evaluate(
+    build,
+    x,
+    out_dir,
+    *,
+    epochs,
+    batch_size,
+    seed,
+    evaluate,
+    report=None,
+    schedule_epochs=None,
+    learning_rate=1e-3,
+    final_fraction=0.1,
+    validation_data=None,
+    time_limit_minutes=None,
+    distribute=False,
+    callbacks=(),
+    verbose=2,
+):
+    """Builds, compiles, fits resumably and evaluates an autoencoder; given a
+    `report`, saves its metrics and the model as a preset.
+
+    In order:
+
+    1. With a `report`: refuses (`FileExistsError`) an `out_dir/preset/` that
+       no earlier session of this run wrote, before any training.
+    2. `keras.utils.set_random_seed(seed)`, then `model = build()`.
+    3. `compile_with_cosine_adam`, the decay lasting `schedule_epochs` epochs
+       of `len(x)` examples in batches of `batch_size`.
+    4. `fit_resumable` up to `epochs`: rerunning the same call resumes an
+       interrupted run, and only re-evaluates a finished one.
+    5. `evaluate(model)`.
+    6. With a `report`: `metrics, metadata = report(run)`, given the
+       `TrainingRun`; writes `metrics` to `out_dir/metrics.json`, then the
+       model with `metadata` to `out_dir/preset/`, each atomically (a rerun
+       replaces those of its earlier sessions).
+
+    Args:
+        build: makes the model, built and uncompiled: `build() -> keras.Model`.
+        x: the training images (an autoencoder's inputs are its targets).
+        out_dir: the run's folder (created if needed).
+        epochs: epochs to train, all sessions of the run together.
+        batch_size: images per batch (with `distribute`, the global batch).
+        seed: seeds the weights' initialization and training.
+        evaluate: measures the trained model: `evaluate(model) -> dict`.
+        report: `report(run) -> (metrics, metadata)`: what to write to
+            `metrics.json` and to the preset's metadata. None: nothing is
+            written after training (the caller saves the model its own way).
+        schedule_epochs: length of the learning-rate schedule in epochs
+            (default: `epochs`), to reproduce a run that stopped early.
+        learning_rate: initial learning rate of `compile_with_cosine_adam`.
+        final_fraction: the final learning rate, as a fraction of the initial one.
+        validation_data: evaluated after each epoch, as in `fit`.
+        time_limit_minutes: stop after the epoch that passes this much
+            training time in this session (None: no limit).
+        distribute: build, compile and fit in `vqkeras.distribution.data_parallel()`,
+            data-parallel over all local devices. Evaluation runs outside it,
+            so that its batches need not split evenly over the devices.
+        callbacks: more callbacks for `fit`.
+        verbose: verbosity of `fit`.
+
+    Returns:
+        The `TrainingRun`.
+    """
+    preset = os.path.join(out_dir, PRESET_DIR)
+    if report is not None and os.path.exists(preset) and not is_resuming(out_dir):
+        raise FileExistsError(
+            f"{preset} exists and no earlier run in {out_dir} wrote it: choose a new folder "
+            "rather than overwrite that preset."
+        )
+    schedule_epochs = epochs if schedule_epochs is None else schedule_epochs
+    with distribution.data_parallel() if distribute else contextlib.nullcontext():
+        keras.utils.set_random_seed(seed)
+        model = build()
+        compile_with_cosine_adam(
+            model,
+            schedule_epochs * math.ceil(len(x) / batch_size),
+            learning_rate=learning_rate,
+            final_fraction=final_fraction,
+        )
+        start = time.perf_counter()
+        history, timer = fit_resumable(
+            model,
+            x,
+            out_dir,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=validation_data,
+            time_limit_minutes=time_limit_minutes,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        fit_time = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluation = evaluate(model)
+    run = TrainingRun(model, history, timer, fit_time, evaluation, time.perf_counter() - start)
+    if report is None:
+        return run
+    metrics, metadata = report(run)
+    write_json_atomic(os.path.join(out_dir, METRICS_FILE), metrics, overwrite=True)
+    model.save_to_preset(preset, metadata=metadata, overwrite=True)
+    return dataclasses.replace(run, metrics=metrics)
 
 
 def sample_check(model, sample_name):

@@ -10,7 +10,8 @@ the files of `vqkeras.training.fit_resumable` (training_log.csv, timing.json,
 checkpoints/, backup/), `metrics.json` (test-split metrics, training time and
 throughput) and `preset/`, the trained model as a preset. A KL-VAE's
 `scaling_factor` (1 / std of its latents, as latent diffusion uses) is
-computed on the training images before it is saved.
+computed on the training images before it is saved. The run is
+`vqkeras.training.train_and_evaluate`, as for `vqkeras train`.
 
 `--time-limit-minutes` stops after the epoch that passes that much training
 time; `--schedule-epochs` sets the length of the cosine schedule when it
@@ -19,7 +20,8 @@ differs from `--epochs` (to reproduce a run that a time limit stopped early).
 Resuming: run the same command again after an interruption; training restarts
 from the last completed epoch (weights, EMA codebook and optimizer state,
 including the schedule's step), and rerunning a finished run only
-re-evaluates. To start afresh, use a new `--out` folder.
+re-evaluates. To start afresh, use a new `--out` folder; one that holds a
+`preset/` but no run is refused, so that no preset is overwritten.
 
 Test metrics (`metrics.json`, key `test`) come from
 `vqkeras.evaluation.evaluate_reconstructions` (clipped reconstructions on the
@@ -31,18 +33,15 @@ epoch includes tracing).
 
 import dataclasses
 import json
-import math
 import os
-import time
 
 import keras
 
 import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
-from vqkeras.file_io import write_json_atomic
 from vqkeras.models import KLVAE
 from vqkeras.models.factory import build_autoencoder
-from vqkeras.training import fit_resumable, load_npz_splits, sample_check
+from vqkeras.training import load_npz_splits, sample_check, train_and_evaluate
 from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 LEARNING_RATE = 1e-3
@@ -104,9 +103,9 @@ def parse_args(description, argv=None):
     return parse_training_args(parser, argv)
 
 
-def build_model(recipe, seed, total_steps):
-    """The model of `recipe`, built and compiled."""
-    model = build_autoencoder(
+def build_model(recipe, seed):
+    """The model of `recipe`, built and uncompiled."""
+    return build_autoencoder(
         recipe.family,
         recipe.image_shape,
         latent_dim=recipe.latent_dim,
@@ -117,66 +116,54 @@ def build_model(recipe, seed, total_steps):
         name=recipe.name,
         **recipe.family_arguments(),
     )
-    schedule = keras.optimizers.schedules.CosineDecay(
-        LEARNING_RATE, decay_steps=total_steps, alpha=FINAL_LEARNING_RATE_FRACTION
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model
 
 
 def main(recipe, description, argv=None):
     """Trains, measures and saves the preset of `recipe` (see the module docstring)."""
     args = parse_args(description, argv)
     os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
     data = load_npz_splits(args.data, recipe.image_shape, VALIDATION_SIZE, args.limit_train)
-    steps_per_epoch = math.ceil(len(data["x_train"]) / args.batch_size)
-    model = build_model(recipe, args.seed, total_steps=args.schedule_epochs * steps_per_epoch)
-    print(
-        f"backend={keras.config.backend()} train={len(data['x_train'])} "
-        f"val={len(data['x_val'])} test={len(data['x_test'])} params={model.count_params()}",
-        flush=True,
-    )
-    start = time.perf_counter()
-    _, timer = fit_resumable(
-        model,
-        data["x_train"],
-        args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=(data["x_val"],),
-        time_limit_minutes=args.time_limit_minutes,
-    )
-    fit_time = time.perf_counter() - start
-    if isinstance(model, KLVAE):
-        model.scaling_factor = model.compute_scaling_factor(data["x_train"], seed=args.seed)
-    metrics = {
-        "backend": keras.config.backend(),
-        "keras_version": keras.__version__,
-        "vqkeras_version": vqkeras.__version__,
-        "epochs_planned": args.epochs,
-        "schedule_epochs": args.schedule_epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "train_images": len(data["x_train"]),
-        "validation_images": len(data["x_val"]),
-        **{
-            key: value
-            for key, value in dataclasses.asdict(recipe).items()
-            if key not in ("dataset", "test_split")
-        },
-        "scaling_factor": getattr(model, "scaling_factor", None),
-        "parameters": model.count_params(),
-        "fit_time_this_session_s": fit_time,
-        **timer.summary(),
-        "test": evaluate_reconstructions(model, data["x_test"], batch_size=EVAL_BATCH_SIZE),
-    }
-    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
-    model.save_to_preset(
-        os.path.join(args.out, "preset"),
-        metadata={
+
+    def build():
+        model = build_model(recipe, args.seed)
+        print(
+            f"backend={keras.config.backend()} train={len(data['x_train'])} "
+            f"val={len(data['x_val'])} test={len(data['x_test'])} params={model.count_params()}",
+            flush=True,
+        )
+        return model
+
+    def evaluate(model):
+        if isinstance(model, KLVAE):
+            # Set on the model before it is measured and saved: the preset ships it.
+            model.scaling_factor = model.compute_scaling_factor(data["x_train"], seed=args.seed)
+        return evaluate_reconstructions(model, data["x_test"], batch_size=EVAL_BATCH_SIZE)
+
+    def report(run):
+        metrics = {
+            "backend": keras.config.backend(),
+            "keras_version": keras.__version__,
+            "vqkeras_version": vqkeras.__version__,
+            "epochs_planned": args.epochs,
+            "schedule_epochs": args.schedule_epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "train_images": len(data["x_train"]),
+            "validation_images": len(data["x_val"]),
+            **{
+                key: value
+                for key, value in dataclasses.asdict(recipe).items()
+                if key not in ("dataset", "test_split")
+            },
+            "scaling_factor": getattr(run.model, "scaling_factor", None),
+            "parameters": run.model.count_params(),
+            "fit_time_this_session_s": run.fit_time_s,
+            **run.timer.summary(),
+            "test": run.evaluation,
+        }
+        metadata = {
             # The test suite checks the shipped sample still reconstructs this well.
-            "sample_check": sample_check(model, recipe.sample),
+            "sample_check": sample_check(run.model, recipe.sample),
             "dataset": f"{recipe.dataset}, train split minus its last {VALIDATION_SIZE} images",
             "evaluation": f"{recipe.test_split}, all {len(data['x_test'])} images, "
             "vqkeras.evaluation",
@@ -186,7 +173,22 @@ def main(recipe, description, argv=None):
                 for key in ("backend", "epochs", "batch_size", "seed", "training_time_s")
             },
             "metrics": metrics["test"],
-        },
-        overwrite=True,
+        }
+        return metrics, metadata
+
+    run = train_and_evaluate(
+        build,
+        data["x_train"],
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        evaluate=evaluate,
+        report=report,
+        schedule_epochs=args.schedule_epochs,
+        learning_rate=LEARNING_RATE,
+        final_fraction=FINAL_LEARNING_RATE_FRACTION,
+        validation_data=(data["x_val"],),
+        time_limit_minutes=args.time_limit_minutes,
     )
-    print(json.dumps(metrics, indent=2, sort_keys=True), flush=True)
+    print(json.dumps(run.metrics, indent=2, sort_keys=True), flush=True)

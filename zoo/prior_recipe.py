@@ -44,7 +44,12 @@ import vqkeras
 from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
-from vqkeras.training import completed_epochs, fit_resumable, load_npz_splits
+from vqkeras.training import (
+    compile_with_cosine_adam,
+    completed_epochs,
+    fit_resumable,
+    load_npz_splits,
+)
 from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 LEARNING_RATE = 1e-3
@@ -148,10 +153,9 @@ def build_prior(recipe, num_embeddings, grid_shape, total_steps):
         name=recipe.name,
     )
     prior.build((None, *grid_shape))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        LEARNING_RATE, decay_steps=total_steps, alpha=FINAL_LEARNING_RATE_FRACTION
+    compile_with_cosine_adam(
+        prior, total_steps, learning_rate=LEARNING_RATE, final_fraction=FINAL_LEARNING_RATE_FRACTION
     )
-    prior.compile(optimizer=keras.optimizers.Adam(schedule))
     return prior
 
 

@@ -4,7 +4,23 @@
 made of the standard parts (`ConvEncoder`, `ConvDecoder` and a quantizer), so
 that `vqkeras train` and the benchmarks compare families built the same way.
 Models with other parts are built by calling the classes directly.
+
+Each family is one entry of a registry: a builder function decorated with
+`register_family`. `build_autoencoder`, `FAMILIES` and the choices of
+`vqkeras train --family` all read the registry, so a new family is one
+decorated function here, for example a VQ-VAE whose codebook is never
+restarted:
+
+    @register_family("plain-ema-vqvae", default_latent_dim=64)
+    def _plain_ema_vqvae(parts):
+        quantizer = EMAVectorQuantizer(parts.num_embeddings, parts.latent_dim)
+        encoder = parts.encoder(parts.latent_dim)
+        return VQVAE(encoder, parts.decoder, quantizer, name=parts.name)
 """
+
+import dataclasses
+import types
+from collections.abc import Callable
 
 from vqkeras import validation
 from vqkeras.layers import (
@@ -21,11 +37,178 @@ from vqkeras.models.vae import VAE
 from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
 
-FAMILIES = ("ae", "vae", "klvae", "vqvae", "ema-vqvae", "rqvae", "vqvae2")
-CONTINUOUS_FAMILIES = ("ae", "vae", "klvae")
-# Latent channels when none are given: few for continuous latents (as the
-# AutoencoderKL of latent diffusion), more for code vectors.
-DEFAULT_LATENT_DIM = {"continuous": 4, "discrete": 64}
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A registered family: what `build_autoencoder` needs to know of it.
+
+    Attributes:
+        name: the name `build_autoencoder` and `vqkeras train --family` take.
+        build: the builder, `build(parts) -> keras.Model` (see `FamilyParts`).
+        default_latent_dim: the latent channels when none are given.
+        extra_downsampling: halvings of the image size beyond the encoder's
+            (the top grid of a VQ-VAE-2 is half the bottom one's size).
+    """
+
+    name: str
+    build: Callable
+    default_latent_dim: int
+    extra_downsampling: int = 0
+
+
+# Insertion order is the order of `FAMILIES` and of the command-line choices.
+_REGISTRY = {}
+FAMILIES = types.MappingProxyType(_REGISTRY)
+"""The registered families, read-only: name -> `Family`. It follows the
+registry, so a family registered later appears here too."""
+
+
+def register_family(name, *, default_latent_dim, extra_downsampling=0):
+    """Decorator that adds a family to `FAMILIES` under `name`.
+
+    Args:
+        name: the family's name, e.g. "ema-vqvae".
+        default_latent_dim: latent channels when `build_autoencoder` gets
+            none: few for continuous latents (as the AutoencoderKL of latent
+            diffusion), more for code vectors.
+        extra_downsampling: halvings of the image size beyond the encoder's.
+
+    Returns:
+        A decorator that registers the builder, `build(parts) -> keras.Model`,
+        and returns it unchanged. The builder makes the model from the parts
+        and arguments in `parts` (a `FamilyParts`); `build_autoencoder` builds
+        it for the image shape.
+
+    Raises:
+        ValueError: if a family of that name is already registered.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A family name must be a non-empty string. Received: name={name!r}.")
+    default_latent_dim = validation.positive_int("default_latent_dim", default_latent_dim)
+    extra_downsampling = validation.non_negative_int("extra_downsampling", extra_downsampling)
+
+    def register(build):
+        if name in _REGISTRY:
+            raise ValueError(
+                f"A family named {name!r} is already registered. "
+                f"Registered: {', '.join(_REGISTRY)}."
+            )
+        _REGISTRY[name] = Family(name, build, default_latent_dim, extra_downsampling)
+        return build
+
+    return register
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyParts:
+    """What a family's builder receives: the checked arguments of
+    `build_autoencoder` (see there) and the standard parts.
+
+    Attributes:
+        decoder: the `ConvDecoder` from the latent grid to images, mirroring
+            the encoder's `channels`.
+    """
+
+    image_shape: tuple
+    latent_dim: int
+    channels: tuple
+    num_residual_blocks: int
+    residual_channels: int | None
+    num_embeddings: int
+    depth: int
+    beta: float
+    kl_weight: float
+    seed: int
+    name: str
+    decoder: ConvDecoder
+
+    @property
+    def residual_blocks(self):
+        """The residual-block arguments of `ConvEncoder` and `ConvDecoder`."""
+        return {
+            "num_residual_blocks": self.num_residual_blocks,
+            "residual_channels": self.residual_channels,
+        }
+
+    def encoder(self, latent_channels, channels=None):
+        """A `ConvEncoder` to `latent_channels`, with `channels` (default:
+        the model's) stride-2 convolutions."""
+        channels = self.channels if channels is None else channels
+        return ConvEncoder(latent_channels, channels=channels, **self.residual_blocks)
+
+    def ema_quantizer(self, embedding_dim, seed=None):
+        """An `EMAVectorQuantizer` of `num_embeddings` codes with dead-code
+        restarts after 100 steps and a codebook seeded from the first batch."""
+        return EMAVectorQuantizer(
+            self.num_embeddings,
+            embedding_dim,
+            restart_after_steps=100,
+            init_from_first_batch=True,
+            seed=self.seed if seed is None else seed,
+        )
+
+
+# The builders create their layers in a fixed order: layer names and
+# initializer seeds follow it, and the shipped presets and seeded runs rely on
+# them (the decoder is made first, by `build_autoencoder`).
+
+
+@register_family("ae", default_latent_dim=4)
+def _ae(parts):
+    """`Autoencoder`: a deterministic latent."""
+    return Autoencoder(parts.encoder(parts.latent_dim), parts.decoder, name=parts.name)
+
+
+@register_family("vae", default_latent_dim=4)
+def _vae(parts):
+    """`VAE`; the encoder outputs a mean and a log-variance per channel."""
+    return VAE(parts.encoder(2 * parts.latent_dim), parts.decoder, beta=parts.beta, name=parts.name)
+
+
+@register_family("klvae", default_latent_dim=4)
+def _klvae(parts):
+    """`KLVAE`, with a small KL weight."""
+    encoder = parts.encoder(2 * parts.latent_dim)
+    return KLVAE(encoder, parts.decoder, kl_weight=parts.kl_weight, name=parts.name)
+
+
+@register_family("vqvae", default_latent_dim=64)
+def _vqvae(parts):
+    """`VQVAE` with a gradient-trained codebook."""
+    encoder = parts.encoder(parts.latent_dim)
+    quantizer = VectorQuantizer(parts.num_embeddings, parts.latent_dim)
+    return VQVAE(encoder, parts.decoder, quantizer, name=parts.name)
+
+
+@register_family("ema-vqvae", default_latent_dim=64)
+def _ema_vqvae(parts):
+    """`VQVAE` with an EMA codebook."""
+    encoder = parts.encoder(parts.latent_dim)
+    return VQVAE(encoder, parts.decoder, parts.ema_quantizer(parts.latent_dim), name=parts.name)
+
+
+@register_family("rqvae", default_latent_dim=64)
+def _rqvae(parts):
+    """`RQVAE` with one EMA codebook per level."""
+    quantizer = ResidualVectorQuantizer(
+        parts.ema_quantizer(parts.latent_dim), depth=parts.depth, seed=parts.seed
+    )
+    return RQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
+
+
+@register_family("vqvae2", default_latent_dim=64, extra_downsampling=1)
+def _vqvae2(parts):
+    """`VQVAE2` with EMA codebooks; the top grid is half the bottom one's size."""
+    width = parts.channels[-1]
+    return VQVAE2(
+        bottom_encoder=parts.encoder(width),
+        top_encoder=parts.encoder(parts.latent_dim, channels=(width,)),
+        top_decoder=ConvDecoder(width, channels=(width,), **parts.residual_blocks),
+        decoder=parts.decoder,
+        bottom_quantizer=parts.ema_quantizer(parts.latent_dim),
+        top_quantizer=parts.ema_quantizer(parts.latent_dim, seed=parts.seed + 1),
+        name=parts.name,
+    )
 
 
 def build_autoencoder(
@@ -46,17 +229,19 @@ def build_autoencoder(
     """A built, uncompiled autoencoder of `family` for images of `image_shape`.
 
     Args:
-        family: one of `FAMILIES`: "ae" (`Autoencoder`), "vae" (`VAE`),
+        family: a name of `FAMILIES`: "ae" (`Autoencoder`), "vae" (`VAE`),
             "klvae" (`KLVAE`), "vqvae" (`VQVAE`, gradient codebook),
             "ema-vqvae" (`VQVAE`, EMA codebook with dead-code restarts),
             "rqvae" (`RQVAE`, EMA codebooks per level), "vqvae2" (`VQVAE2`,
-            EMA codebooks; the top grid is half the bottom one's size).
+            EMA codebooks; the top grid is half the bottom one's size), or
+            one registered with `register_family`.
         image_shape: `(height, width, channels)`; height and width must be
             multiples of `2 ** len(channels)` (times 2 for "vqvae2").
         latent_dim: channels of the latent grid: of the code vectors for the
             VQ families, of the latent sample for the VAEs (the encoder
-            outputs twice as many: mean and log-variance). Default 4 for the
-            continuous families, 64 for the discrete ones.
+            outputs twice as many: mean and log-variance). Default: the
+            family's (4 for the continuous families, 64 for the discrete
+            ones).
         channels: channels of the encoder's stride-2 convolutions (their
             count sets the downsampling factor); the decoder mirrors them.
         num_residual_blocks: residual blocks in the encoder and the decoder.
@@ -67,69 +252,45 @@ def build_autoencoder(
         beta: KL weight of "vae".
         kl_weight: KL weight of "klvae".
         seed: seed of the codebook initialization and restarts.
-        name: model name (default: the family).
+        name: model name (default: the family, "-" replaced by "_").
     """
     if family not in FAMILIES:
         raise ValueError(f"Unknown family {family!r}. Expected one of: {', '.join(FAMILIES)}.")
+    spec = FAMILIES[family]
     image_shape = validation.positive_int_tuple("image_shape", image_shape)
     channels = validation.positive_int_tuple("channels", channels)
     if len(image_shape) != 3:
         raise ValueError(
             f"`image_shape` must be (height, width, channels). Received: {image_shape}."
         )
-    factor = 2 ** (len(channels) + (family == "vqvae2"))
+    factor = 2 ** (len(channels) + spec.extra_downsampling)
     if image_shape[0] % factor or image_shape[1] % factor:
         raise ValueError(
             f"A {family} with {len(channels)} downsamplings needs image height and width "
             f"that are multiples of {factor}. Received: image_shape={image_shape}."
         )
-    kind = "continuous" if family in CONTINUOUS_FAMILIES else "discrete"
     latent_dim = validation.positive_int(
-        "latent_dim", DEFAULT_LATENT_DIM[kind] if latent_dim is None else latent_dim
+        "latent_dim", spec.default_latent_dim if latent_dim is None else latent_dim
     )
-    name = name or family.replace("-", "_")
-
-    blocks = {"num_residual_blocks": num_residual_blocks, "residual_channels": residual_channels}
-
-    def encoder(dim):
-        return ConvEncoder(dim, channels=channels, **blocks)
-
-    decoder = ConvDecoder(image_shape[-1], channels=channels[::-1], **blocks)
-
-    def ema_quantizer(dim, level_seed=seed):
-        return EMAVectorQuantizer(
-            num_embeddings,
-            dim,
-            restart_after_steps=100,
-            init_from_first_batch=True,
-            seed=level_seed,
-        )
-
-    if family == "ae":
-        model = Autoencoder(encoder(latent_dim), decoder, name=name)
-    elif family == "vae":
-        model = VAE(encoder(2 * latent_dim), decoder, beta=beta, name=name)
-    elif family == "klvae":
-        model = KLVAE(encoder(2 * latent_dim), decoder, kl_weight=kl_weight, name=name)
-    elif family == "vqvae":
-        model = VQVAE(
-            encoder(latent_dim), decoder, VectorQuantizer(num_embeddings, latent_dim), name=name
-        )
-    elif family == "ema-vqvae":
-        model = VQVAE(encoder(latent_dim), decoder, ema_quantizer(latent_dim), name=name)
-    elif family == "rqvae":
-        quantizer = ResidualVectorQuantizer(ema_quantizer(latent_dim), depth=depth, seed=seed)
-        model = RQVAE(encoder(latent_dim), decoder, quantizer, name=name)
-    else:
-        width = channels[-1]
-        model = VQVAE2(
-            bottom_encoder=ConvEncoder(width, channels=channels, **blocks),
-            top_encoder=ConvEncoder(latent_dim, channels=(width,), **blocks),
-            top_decoder=ConvDecoder(width, channels=(width,), **blocks),
-            decoder=decoder,
-            bottom_quantizer=ema_quantizer(latent_dim),
-            top_quantizer=ema_quantizer(latent_dim, level_seed=seed + 1),
-            name=name,
-        )
+    parts = FamilyParts(
+        image_shape=image_shape,
+        latent_dim=latent_dim,
+        channels=channels,
+        num_residual_blocks=num_residual_blocks,
+        residual_channels=residual_channels,
+        num_embeddings=num_embeddings,
+        depth=depth,
+        beta=beta,
+        kl_weight=kl_weight,
+        seed=seed,
+        name=name or family.replace("-", "_"),
+        decoder=ConvDecoder(
+            image_shape[-1],
+            channels=channels[::-1],
+            num_residual_blocks=num_residual_blocks,
+            residual_channels=residual_channels,
+        ),
+    )
+    model = spec.build(parts)
     model.build((None, *image_shape))
     return model
