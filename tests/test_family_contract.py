@@ -19,11 +19,10 @@ NUM_EMBEDDINGS = 16
 
 def small_model(family, channels=1):
     """16x16 images to 4x4 latent grids (2x2 and 4x4 for "vqvae2")."""
-    discrete = family not in ("ae", "vae", "klvae")
     return build_autoencoder(
         family,
         (16, 16, channels),
-        latent_dim=8 if discrete else 3,
+        latent_dim=4,
         channels=(8, 16),
         num_embeddings=NUM_EMBEDDINGS,
         depth=2,
@@ -124,12 +123,21 @@ def test_weights_load_on_the_other_backends(family, tmp_path):
     assert_weights_load_on_other_backends(model, images, tmp_path)
 
 
+def _with_nan():
+    images = np.full((4, 16, 16, 1), 0.5, "float32")
+    images[1, 2, 3, 0] = np.nan
+    return images
+
+
 BAD_IMAGES = [
     (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\)"),
     (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)"),
     (np.zeros((4, 18, 18, 1), "uint8"), ValueError, r"multiples of \d+.*height 18"),
     (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"uint8 in \[0, 255\].*dtype=int32"),
     (np.full((4, 16, 16, 1), "a"), TypeError, r"floats in \[0, 1\].*dtype=<U1"),
+    # The most common mistake: floats left on the [0, 255] scale.
+    (np.full((4, 16, 16, 1), 255.0, "float32"), ValueError, r"in \[0, 1\].*\[255, 255\].*255"),
+    (_with_nan(), ValueError, r"finite images.*1 NaN or inf.*index \(1, 2, 3, 0\)"),
 ]
 
 

@@ -103,6 +103,37 @@ def check_image_batch(images, channels, factor=1, name="images"):
             )
 
 
+# Resampling (resizing, JPEG decoding to floats) may overshoot [0, 1] by a
+# rounding's worth; anything further out is another scale, not noise.
+PIXEL_RANGE_TOLERANCE = 1e-3
+
+
+def check_pixel_values(images, name="images"):
+    """Checks the values of a NumPy batch of float images: finite, in [0, 1].
+
+    Tensors are not read (that would copy them from the device on every
+    step); uint8 images are always in range.
+    """
+    if not isinstance(images, np.ndarray) or images.dtype.kind != "f" or not images.size:
+        return
+    finite = np.isfinite(images)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise ValueError(
+            f"Expected finite {name}. Received {len(bad)} NaN or inf value(s), the first at "
+            f"index {tuple(int(i) for i in bad[0])}."
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < -PIXEL_RANGE_TOLERANCE or high > 1.0 + PIXEL_RANGE_TOLERANCE:
+        hint = ""
+        if low >= 0.0 and high <= 255.0:
+            hint = " They look like pixel values in [0, 255]: divide by 255, or pass uint8."
+        raise ValueError(
+            f"Expected float {name} in [0, 1] (or uint8 in [0, 255]). "
+            f"Received values in [{low:g}, {high:g}].{hint}"
+        )
+
+
 def check_indices(indices, num_embeddings, name="indices"):
     """Checks that concrete integer `indices` lie in [0, num_embeddings).
 

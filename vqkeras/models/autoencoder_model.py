@@ -116,8 +116,10 @@ class AutoencoderModel(LossTermsModel):
             self.build(tuple(images.shape))
 
     def check_images(self, images):
-        """Raises a clear error unless `images` suit this model."""
+        """Raises a clear error unless `images` suit this model (the values
+        too, for NumPy arrays: finite, and floats in [0, 1])."""
         validation.check_image_batch(images, self.image_channels, self.downsampling_factor)
+        validation.check_pixel_values(images)
 
     def images_to_unit_range(self, images):
         """uint8 [0, 255] or float [0, 1] images as float32 in [0, 1]."""
