@@ -2,6 +2,7 @@ import keras
 from keras import layers
 
 from vqkeras import validation
+from vqkeras.layers.conv2d import Conv2D
 from vqkeras.layers.residual_block import ResidualBlock
 from vqkeras.layers.sub_pixel_upsampling import SubPixelUpsampling
 
@@ -49,7 +50,7 @@ class ConvDecoder(layers.Layer):
             residual_channels = max(1, self.channels[0] // 4)
         self.residual_channels = validation.positive_int("residual_channels", residual_channels)
         policy = self.dtype_policy
-        self.stem = layers.Conv2D(self.channels[0], 3, padding="same", name="stem", dtype=policy)
+        self.stem = Conv2D(self.channels[0], 3, padding="same", name="stem", dtype=policy)
         self.residual_blocks = [
             ResidualBlock(self.residual_channels, name=f"residual_{i}", dtype=policy)
             for i in range(self.num_residual_blocks)
@@ -57,7 +58,7 @@ class ConvDecoder(layers.Layer):
         self.upsamplings = [
             SubPixelUpsampling(c, name=f"up_{i}", dtype=policy) for i, c in enumerate(self.channels)
         ]
-        self.output_conv = layers.Conv2D(
+        self.output_conv = Conv2D(
             self.output_channels, 3, padding="same", name="output", dtype=policy
         )
 

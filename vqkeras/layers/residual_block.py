@@ -2,6 +2,7 @@ import keras
 from keras import layers
 
 from vqkeras import validation
+from vqkeras.layers.conv2d import Conv2D
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -21,7 +22,7 @@ class ResidualBlock(layers.Layer):
         self.hidden_channels = validation.positive_int("hidden_channels", hidden_channels)
 
     def build(self, input_shape):
-        self.conv3x3 = layers.Conv2D(
+        self.conv3x3 = Conv2D(
             self.hidden_channels, 3, padding="same", name="conv3x3", dtype=self.dtype_policy
         )
         self.conv3x3.build(input_shape)
