@@ -207,12 +207,13 @@ class GeneratorCritic(LossTermsModel):
 
     def compute_losses(self, data, training=False):
         x, target = data
-        fake = self.generator(x)
-        real_scores = self.critic(target)
-        fake_scores = self.critic(keras.ops.stop_gradient(fake))
+        # Loss terms in float32 whatever the policy.
+        fake = keras.ops.cast(self.generator(x), "float32")
+        real_scores = keras.ops.cast(self.critic(target), "float32")
+        fake_scores = keras.ops.cast(self.critic(keras.ops.stop_gradient(fake)), "float32")
         terms = {
             "fit_loss": keras.ops.mean(keras.ops.square(fake - target)),
-            "generator_loss": -keras.ops.mean(self.critic(fake)),
+            "generator_loss": -keras.ops.mean(keras.ops.cast(self.critic(fake), "float32")),
             "critic_loss": keras.ops.mean(keras.ops.relu(1.0 - real_scores))
             + keras.ops.mean(keras.ops.relu(1.0 + fake_scores)),
         }

@@ -142,3 +142,18 @@ def test_a_keras_file_keeps_every_groups_optimizer(tmp_path):
     assert float(critic.learning_rate) == pytest.approx(0.3)
     for got, want in zip(loaded.optimizer.variables, model.optimizer.variables):
         np.testing.assert_array_equal(np.array(got), np.array(want))
+
+
+def test_mixed_float16_scales_each_groups_loss_with_its_own_optimizer():
+    keras.config.set_dtype_policy("mixed_float16")
+    x, target = generator_critic_data()
+    model = _compiled_model(keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.05))
+    optimizers = list(model.optimizer.optimizers.values())
+    assert all(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in optimizers)
+    before = _weights(model)
+    history = model.fit(x, target, batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(values).all() for values in history.history.values())
+    after = _weights(model)
+    for group in ("generator", "critic"):  # both groups took (unscaled) steps
+        change = max(np.max(np.abs(a - b)) for a, b in zip(after[group], before[group]))
+        assert 0 < change < 1, group

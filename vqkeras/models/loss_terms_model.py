@@ -85,26 +85,13 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
             )
         if len(groups) == 1:
             return super().compile(optimizer=optimizer, **kwargs)
-        if isinstance(optimizer, GroupedOptimizer):  # from a saved compile config
-            optimizer, *rest = optimizer.optimizers.values()
-            group_optimizers = dict(zip(group_optimizers, rest))
-        main = keras.optimizers.get(optimizer)
-        optimizers = {groups[0].name: main}
-        for name, group_optimizer in group_optimizers.items():
-            optimizers[name] = (
-                type(main).from_config(main.get_config())
-                if group_optimizer is None
-                else keras.optimizers.get(group_optimizer)
-            )
-        # Loss scaling is per optimizer: each group's loss has its own scale.
-        if kwargs.pop("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16":
-            optimizers = {
-                name: o
-                if isinstance(o, keras.optimizers.LossScaleOptimizer)
-                else keras.optimizers.LossScaleOptimizer(o)
-                for name, o in optimizers.items()
-            }
-        grouped = GroupedOptimizer(optimizers)
+        grouped = GroupedOptimizer.for_groups(
+            groups,
+            optimizer,
+            group_optimizers,
+            loss_scaling=kwargs.pop("auto_scale_loss", True)
+            and self.dtype_policy.name == "mixed_float16",
+        )
         super().compile(optimizer=grouped, auto_scale_loss=False, **kwargs)
         # A model may be compiled before it is built: look the variables up
         # when Keras builds the optimizer.

@@ -98,6 +98,39 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
         }
         self._group_variables_fn = None
 
+    @classmethod
+    def for_groups(cls, groups, optimizer, group_optimizers, loss_scaling=False):
+        """The optimizer of `compile(optimizer, <name>_optimizer=...)` for `groups`.
+
+        Args:
+            groups: the model's `OptimizerGroup`s.
+            optimizer: the first group's optimizer (or a `GroupedOptimizer`
+                from a saved compile config, whose optimizers are kept).
+            group_optimizers: `{name: optimizer or None}` for the other
+                groups; None gets a fresh copy of the first group's.
+            loss_scaling: wrap each optimizer in a `LossScaleOptimizer`
+                (mixed_float16): each group's loss gets its own scale.
+        """
+        if isinstance(optimizer, cls):
+            optimizer, *rest = optimizer.optimizers.values()
+            group_optimizers = dict(zip(group_optimizers, rest))
+        main = keras.optimizers.get(optimizer)
+        optimizers = {groups[0].name: main}
+        for name, group_optimizer in group_optimizers.items():
+            optimizers[name] = (
+                type(main).from_config(main.get_config())
+                if group_optimizer is None
+                else keras.optimizers.get(group_optimizer)
+            )
+        if loss_scaling:
+            optimizers = {
+                name: o
+                if isinstance(o, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(o)
+                for name, o in optimizers.items()
+            }
+        return cls(optimizers)
+
     def find_group_variables_with(self, function):
         """Sets `function() -> [variables of each group]`, which `build`
         calls to give each group's optimizer its variables."""
