@@ -312,6 +312,20 @@ def test_depth_prior_predicts_each_code_from_all_codes_before_it():
     np.testing.assert_array_equal(seen, np.tri(codes.size, k=-1, dtype=bool).T)
 
 
+def test_depth_head_sums_the_levels_before_a_level_exactly():
+    # On a 1x1 grid the stacks see no code: the depth head alone. Positive
+    # level embeddings 10x larger per level make (a + b) - b round away from
+    # a, so an exclusive sum by subtraction would leak code l into the logits
+    # of level l; the shifted cumulative sum never reads it.
+    prior = tiny_prior(grid_shape=(1, 1), depth=4)
+    prior.build()
+    scales = np.repeat(10.0 ** np.arange(4), K)[:, None]
+    table = np.random.default_rng(11).uniform(1, 2, size=(4 * K, 8)) * scales
+    prior.depth_code_embedding.set_weights([table.astype("float32")])
+    seen = code_dependence(prior, random_codes((1, 1, 4), K, seed=12))
+    np.testing.assert_array_equal(seen, np.tri(4, k=-1, dtype=bool).T)
+
+
 def test_grid_conditioned_prior_is_causal_in_its_codes_and_sees_the_whole_condition():
     keras.utils.set_random_seed(0)
     prior = grid_conditioned_prior(num_blocks=4)
