@@ -97,6 +97,7 @@ class Codec:
         self.prior_sha256 = _weights_sha256(prior)
         self.image_shape = self.model.built_image_shape()
         self._check_fit(depth)
+        self.steps = prior_coding.PriorSteps(self.prior)
 
     def _check_fit(self, depth):
         grids = self.model.code_grids(self.image_shape)
@@ -186,7 +187,7 @@ class Codec:
             bits += len(labels) * np.log2(self.prior.num_classes)
         for start, stop in _batches(len(codes), batch_size):
             batch_labels = None if labels is None else labels[start:stop]
-            bits += prior_coding.encode_codes(encoder, self.prior, codes[start:stop], batch_labels)
+            bits += prior_coding.encode_codes(encoder, self.steps, codes[start:stop], batch_labels)
         payload = np.asarray(encoder.get_compressed(), dtype="<u4").tobytes()
         header = compressed_file.Header(
             model=self.model_name,
@@ -242,7 +243,7 @@ class Codec:
         parts = []
         for start, stop in _batches(header.count, header.batch_size):
             batch_labels = None if labels is None else labels[start:stop]
-            parts.append(prior_coding.decode_codes(decoder, self.prior, stop - start, batch_labels))
+            parts.append(prior_coding.decode_codes(decoder, self.steps, stop - start, batch_labels))
         codes = np.concatenate(parts)
         if compressed_file.crc32(codes.astype("<i4")) != header.codes_crc32:
             raise ValueError(

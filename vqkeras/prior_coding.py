@@ -11,10 +11,11 @@ current row, the head once per code on the current position.
 The two computations differ only in the codes not yet known, which reach
 the current logits through nothing but kernel weights masked to exactly zero
 (horizontal stacks) or not at all (vertical stacks, depth head); exact zeros
-add nothing to a float sum. Run eagerly (a compiler would fuse the two
-computations differently and change the last bits), they gave bit-identical
-logits on TensorFlow, JAX and PyTorch on CPU for every code tested
-(tests/test_compression.py checks it on each backend). They are not
+add nothing to a float sum. Run eagerly, or as a TensorFlow graph (which
+runs the same kernels), they gave bit-identical logits on TensorFlow, JAX
+and PyTorch on CPU for every code tested (tests/test_compression.py checks
+it on each backend); XLA (JAX's `jit`) could fuse the two computations
+differently and change the last bits, so JAX runs eagerly. They are not
 bit-identical *across* backends (differences of about 1e-5), so a file
 records the backend that wrote it and is decoded on that backend only.
 The tables are integer frequencies computed from the float32 logits in
@@ -74,74 +75,109 @@ def _numpy(tensor):
     return np.asarray(ops.convert_to_numpy(tensor))
 
 
+def _compiled(function):
+    """`function` as a `tf.function` on TensorFlow, else as it is.
+
+    A TensorFlow graph runs the same kernels as eager ops, and gave the same
+    bits for both computations (tests/test_compression.py checks it); an XLA
+    compilation (JAX's `jit`) may fuse them differently, so JAX and PyTorch
+    run eagerly.
+    """
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function)
+    return function
+
+
+def _index(value):
+    # A tensor index keeps a tf.function from being traced once per value.
+    return (
+        ops.convert_to_tensor(value, "int32") if keras.config.backend() == "tensorflow" else value
+    )
+
+
+def _labels(labels):
+    return None if labels is None else ops.convert_to_tensor(labels, "int32")
+
+
 class PriorSteps:
     """The prior's logits, all at once (encoding) or one code at a time
     (decoding), bit-identical between the two.
 
     Args:
         prior: a built `PixelCNNPrior` without a condition grid.
-        labels: int32 labels `(batch,)` for a class-conditional prior, else None.
     """
 
-    def __init__(self, prior, labels):
+    def __init__(self, prior):
         self.prior = prior
-        self.labels = None if labels is None else ops.convert_to_tensor(labels, "int32")
+        self._full_logits = _compiled(prior._logits)
+        self._row_pre_activations = _compiled(self._row_pre_activations_of)
+        self._row_features = _compiled(self._row_features_of)
+        self._position_logits = _compiled(self._position_logits_of)
 
-    def _row_pre_activations(self, grids, row):
-        embedded = self.prior.embed(ops.convert_to_tensor(grids, "int32"))
-        pre_activations = self.prior._vertical_pre_activations(embedded, self.labels, None)
-        return [pre[:, row : row + 1] for pre in pre_activations]
+    def _row_pre_activations_of(self, grids, labels, row):
+        pre_activations = self.prior._vertical_pre_activations(
+            self.prior.embed(grids), labels, None
+        )
+        # `take` keeps the static shapes that a slice at a tensor index loses.
+        return [ops.take(pre, row, axis=1)[:, None] for pre in pre_activations]
 
-    def _row_features(self, grids, row, row_pre_activations):
-        codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
+    def _row_features_of(self, codes_row, row_pre_activations, labels):
         return self.prior._horizontal(
-            self.prior.embed(codes_row), row_pre_activations, self.labels, None
+            self.prior.embed(codes_row), row_pre_activations, labels, None
         )
 
-    def _position_logits(self, grids, row_features, row, column):
-        """Logits `(batch, levels, K)` of position (row, column)."""
-        features = row_features[:, :, column : column + 1]
-        codes_here = None
-        if self.prior.depth is not None:
-            codes_here = ops.convert_to_tensor(
-                grids[:, row : row + 1, column : column + 1], "int32"
-            )
-        logits = self.prior._head(features, codes_here)
-        return _numpy(logits).reshape(len(grids), self.prior.levels, -1)
+    def _position_logits_of(self, row_features, codes_here, column):
+        return self.prior._head(ops.take(row_features, column, axis=2)[:, :, None], codes_here)
 
-    def all_logits(self, grids):
-        """float32 logits `(batch, h, w, levels, K)` of every code of `grids`:
-        one forward pass of the prior (teacher forcing)."""
+    def all_logits(self, grids, labels):
+        """float32 logits `(batch, h, w, levels, K)` of every code of int
+        `grids` given int `labels` `(batch,)` (None for an unconditional
+        prior): one forward pass of the prior (teacher forcing)."""
         with _no_grad():
-            logits = self.prior._logits(ops.convert_to_tensor(grids, "int32"), self.labels, None)
+            logits = self._full_logits(ops.convert_to_tensor(grids, "int32"), _labels(labels), None)
         return _numpy(logits).reshape(*np.shape(grids)[:3], self.prior.levels, -1)
 
-    def decode(self, batch, next_codes):
+    def decode(self, batch, labels, next_codes):
         """Code grids `(batch, *code_shape)` decoded in raster order (levels
         innermost): `next_codes(logits)` turns the logits `(batch, K)` of one
         code into that code of every grid, as int32 `(batch,)`."""
         height, width = self.prior.grid_shape
         grids = np.zeros((batch, *self.prior.code_shape), dtype=np.int32)
+        labels = _labels(labels)
         with _no_grad():
             for row in range(height):
-                row_pre = self._row_pre_activations(grids, row)
+                row_pre = self._row_pre_activations(
+                    ops.convert_to_tensor(grids, "int32"), labels, _index(row)
+                )
+                codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
                 for column in range(width):
-                    row_features = self._row_features(grids, row, row_pre)
+                    row_features = self._row_features(codes_row, row_pre, labels)
                     for level in range(self.prior.levels):
-                        logits = self._position_logits(grids, row_features, row, column)
-                        codes = next_codes(logits[:, level])
+                        codes_here = None
+                        if self.prior.depth is not None:
+                            codes_here = ops.convert_to_tensor(
+                                grids[:, row : row + 1, column : column + 1], "int32"
+                            )
+                        logits = _numpy(
+                            self._position_logits(row_features, codes_here, _index(column))
+                        )
+                        codes = next_codes(logits.reshape(batch, self.prior.levels, -1)[:, level])
                         if self.prior.depth is None:
                             grids[:, row, column] = codes
                         else:
                             grids[:, row, column, level] = codes
+                    codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
         return grids
 
 
-def encode_codes(encoder, prior, grids, labels):
+def encode_codes(encoder, steps, grids, labels):
     """Appends `grids` `(batch, *code_shape)` to the `RangeEncoder` in raster
-    order (levels innermost, the batch within each code); returns their ideal
-    code length in bits."""
-    logits = PriorSteps(prior, labels).all_logits(grids)
+    order (levels innermost, the batch within each code), with the
+    probabilities of `steps` (a `PriorSteps`); returns their ideal code
+    length in bits."""
+    logits = steps.all_logits(grids, labels)
     num_codes = logits.shape[-1]
     # Position-major order, as decoding produces them.
     tables = probability_tables(np.moveaxis(logits, 0, -2).reshape(-1, num_codes))
@@ -151,13 +187,13 @@ def encode_codes(encoder, prior, grids, labels):
     return code_length_bits(tables, codes)
 
 
-def decode_codes(decoder, prior, batch, labels):
+def decode_codes(decoder, steps, batch, labels):
     """Reads `batch` code grids from the `RangeDecoder`, as `encode_codes` wrote them."""
 
     def next_codes(logits):
         return np.asarray(decoder.decode(_CATEGORICAL, probability_tables(logits)), np.int32)
 
-    return PriorSteps(prior, labels).decode(batch, next_codes)
+    return steps.decode(batch, labels, next_codes)
 
 
 def encode_uniform(encoder, values, count):
