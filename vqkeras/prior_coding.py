@@ -46,13 +46,16 @@ def probability_tables(logits):
     (at least 1 each) divided by their sum: a function of the logits'
     float32 values alone, computed in float64 NumPy.
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    probabilities = np.exp(shifted)
-    probabilities /= probabilities.sum(axis=-1, keepdims=True)
-    num_codes = logits.shape[-1]
-    frequencies = np.floor(probabilities * (FREQUENCY_TOTAL - num_codes)) + 1.0
-    return frequencies / frequencies.sum(axis=-1, keepdims=True)
+    # In place: the tables of a batch are tens of millions of numbers.
+    tables = np.array(logits, dtype=np.float64)
+    num_codes = tables.shape[-1]
+    tables -= tables.max(axis=-1, keepdims=True)
+    np.exp(tables, out=tables)
+    tables *= (FREQUENCY_TOTAL - num_codes) / tables.sum(axis=-1, keepdims=True)
+    np.floor(tables, out=tables)
+    tables += 1.0
+    tables /= tables.sum(axis=-1, keepdims=True)
+    return tables
 
 
 def code_length_bits(tables, codes):
