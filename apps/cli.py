@@ -5,6 +5,7 @@
     vqkeras reconstruct ...              images through a model: picture, per-image metrics
     vqkeras export-latents ...           integer code grids of images, and back (--decode)
     vqkeras sample ...                   new images from a PixelCNN prior
+    vqkeras compress | decompress ...    images to a file of codes coded under a prior, and back
     vqkeras train ...                    fit a model of any family on your images, resumably
     vqkeras demo --out DIR               all of the above on the shipped samples, offline
 
@@ -64,6 +65,18 @@ def _sample(args):
     from vqkeras.apps import sample
 
     return sample.run(args)
+
+
+def _compress(args):
+    from vqkeras.apps import compress
+
+    return compress.compress(args)
+
+
+def _decompress(args):
+    from vqkeras.apps import compress
+
+    return compress.decompress(args)
 
 
 def _demo(args):
@@ -167,7 +180,7 @@ def _first_paragraph(module):
 
 
 def build_parser():
-    from vqkeras.apps import demo, evaluate, export_latents, reconstruct, sample, train
+    from vqkeras.apps import compress, demo, evaluate, export_latents, reconstruct, sample, train
     from vqkeras.apps.inputs import INPUT_HELP
     from vqkeras.models.factory import FAMILIES
 
@@ -369,6 +382,48 @@ def build_parser():
     )
     training.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     training.set_defaults(run=_train)
+
+    compressing = commands.add_parser(
+        "compress",
+        help="compress images: a VQ model's codes, range-coded under a PixelCNN prior",
+        description=compress.__doc__,
+        formatter_class=formatter,
+    )
+    _add_model_option(compressing, help="VQVAE or RQVAE: preset name or preset folder")
+    compressing.add_argument(
+        "--prior", required=True, metavar="PRESET_OR_DIR", help="PixelCNN prior over its codes"
+    )
+    _add_input_options(compressing)
+    compressing.add_argument(
+        "--label",
+        type=_non_negative_int,
+        help="class of every image (class-conditional priors; default: the input's labels)",
+    )
+    compressing.add_argument(
+        "--depth",
+        type=_positive_int,
+        help="RQVAE: code the first DEPTH levels only (the prior must model that many)",
+    )
+    _add_output_options(compressing, "the compressed file to write", metavar="FILE")
+    _add_run_options(compressing, batch_size=256)
+    compressing.set_defaults(run=_compress)
+
+    decompressing = commands.add_parser(
+        "decompress",
+        help="decompress a file of `vqkeras compress` to images",
+        description=compress.__doc__,
+        formatter_class=formatter,
+    )
+    decompressing.add_argument("file", help="a file written by vqkeras compress")
+    decompressing.add_argument(
+        "--model", metavar="PRESET_OR_DIR", help="the model (default: the one the file names)"
+    )
+    decompressing.add_argument(
+        "--prior", metavar="PRESET_OR_DIR", help="the prior (default: the one the file names)"
+    )
+    _add_output_options(decompressing, "output folder (created if needed)")
+    _add_run_options(decompressing, batch_size=256)
+    decompressing.set_defaults(run=_decompress)
 
     demonstrating = commands.add_parser(
         "demo",

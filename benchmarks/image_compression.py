@@ -1,0 +1,148 @@
+"""Learned compression (`vqkeras.compression`) beside PNG, JPEG and WebP.
+
+For CIFAR-10 (vqvae_cifar10 + pixelcnn_vqvae_cifar10) and MNIST (vqvae_mnist
++ pixelcnn_vqvae_mnist), on the first `--limit` test images of
+keras.datasets-layout .npz files: bits per image (the whole file, header
+amortised over the images), PSNR and SSIM of the decompressed images (as
+uint8, as they are saved), and encode and decode images per second. Beside
+it, Pillow's PNG (lossless), and JPEG and WebP at the quality whose mean PSNR
+is nearest to vqkeras's, each image a file of its own, measured on the same
+pixels (the CIFAR-10 copy here is itself JPEG-derived: every codec sees
+those decoded pixels).
+
+    python benchmarks/image_compression.py --cifar10 ../shared/data/cifar10.npz \\
+        --mnist ../shared/data/mnist.npz --limit 500 [--out results.json]
+
+Speeds exclude a warm-up call on a few images (tracing, first-call costs).
+"""
+
+import argparse
+import io
+import json
+import time
+
+import keras
+import numpy as np
+from PIL import Image
+
+from vqkeras.apps.images import to_uint8
+from vqkeras.compression import Codec, read_header
+from vqkeras.evaluation import reconstruction_metrics
+
+DATASETS = {
+    "cifar10": ("vqvae_cifar10", "pixelcnn_vqvae_cifar10"),
+    "mnist": ("vqvae_mnist", "pixelcnn_vqvae_mnist"),
+}
+QUALITIES = range(1, 101)
+
+
+def load_test_split(path, limit):
+    with np.load(path, allow_pickle=False) as data:
+        images, labels = data["x_test"][:limit], data["y_test"][:limit].reshape(-1)
+    if images.ndim == 3:
+        images = images[..., None]
+    return images, labels.astype("int64")
+
+
+def _pil(image):
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def pillow_codec(images, format, **options):
+    """`(bits per image, decoded uint8 images)` with each image a file of its own."""
+    total, decoded = 0, []
+    for image in images:
+        buffer = io.BytesIO()
+        _pil(image).save(buffer, format=format, **options)
+        total += buffer.tell()
+        buffer.seek(0)
+        # WebP decodes grayscale images as RGB: back to the input's mode.
+        pixels = np.asarray(Image.open(buffer).convert("L" if image.shape[-1] == 1 else "RGB"))
+        decoded.append(pixels.reshape(image.shape))
+    return total * 8 / len(images), np.stack(decoded)
+
+
+def nearest_quality(images, format, target_psnr):
+    """The Pillow quality whose mean PSNR is nearest `target_psnr`, and its figures."""
+    best = None
+    for quality in QUALITIES:
+        bits, decoded = pillow_codec(images, format, quality=quality)
+        psnr = reconstruction_metrics(images, decoded.astype("float32") / 255.0)["psnr_db"]
+        if best is None or abs(psnr - target_psnr) < abs(best[1] - target_psnr):
+            best = (quality, psnr, bits, decoded)
+    quality, _, bits, decoded = best
+    metrics = reconstruction_metrics(images, decoded.astype("float32") / 255.0)
+    return {
+        "quality": quality,
+        "bits_per_image": bits,
+        "psnr_db": metrics["psnr_db"],
+        "ssim": metrics["ssim"],
+    }
+
+
+def measure_vqkeras(images, labels, model, prior, batch_size):
+    codec = Codec(model, prior)
+    labels = labels if codec.prior.conditional else None
+    warm = codec.compress(images[:8], None if labels is None else labels[:8])
+    codec.decompress(warm.data)
+    start = time.perf_counter()
+    compressed = codec.compress(images, labels, batch_size=batch_size)
+    encode_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    restored = codec.decompress(compressed.data, batch_size=batch_size)
+    decode_seconds = time.perf_counter() - start
+    if not np.array_equal(restored.codes, compressed.codes):
+        raise AssertionError("decompress did not give back the codes it was given")
+    decoded = to_uint8(restored.images)
+    metrics = reconstruction_metrics(images, decoded.astype("float32") / 255.0)
+    count = len(images)
+    return {
+        "model": model,
+        "prior": prior,
+        "bits_per_image": len(compressed.data) * 8 / count,
+        "nll_bits_per_image": compressed.nll_bits / count,
+        "header_bytes": len(compressed.data) - read_header(compressed.data).payload_bytes,
+        "psnr_db": metrics["psnr_db"],
+        "ssim": metrics["ssim"],
+        "encode_images_per_second": count / encode_seconds,
+        "decode_images_per_second": count / decode_seconds,
+    }
+
+
+def run(dataset, path, limit, batch_size):
+    images, labels = load_test_split(path, limit)
+    ours = measure_vqkeras(images, labels, *DATASETS[dataset], batch_size)
+    png_bits, _ = pillow_codec(images, "PNG", optimize=True)
+    return {
+        "dataset": dataset,
+        "images": len(images),
+        "backend": keras.config.backend(),
+        "vqkeras": ours,
+        "png": {"bits_per_image": png_bits},
+        "jpeg": nearest_quality(images, "JPEG", ours["psnr_db"]),
+        "webp": nearest_quality(images, "WEBP", ours["psnr_db"]),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cifar10", help="keras.datasets-layout cifar10 .npz")
+    parser.add_argument("--mnist", help="keras.datasets-layout mnist .npz")
+    parser.add_argument("--limit", type=int, default=500, help="first N test images")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--out", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    results = [
+        run(dataset, path, args.limit, args.batch_size)
+        for dataset, path in (("cifar10", args.cifar10), ("mnist", args.mnist))
+        if path
+    ]
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Entropy coding of code grids under a `PixelCNNPrior`, with `constriction`.
+
+The range coder needs, for every code, a probability table that is exactly
+the same when encoding and when decoding. Encoding knows every code and
+computes all tables in one forward pass of the prior (teacher forcing).
+Decoding knows only the codes before the current one and runs the prior one
+code at a time, as `PixelCNNPrior.sample` does: the vertical stacks once per
+row on the whole grids, the horizontal stacks once per position on the
+current row, the head once per code on the current position.
+
+The two computations differ only in the codes not yet known, which reach
+the current logits through nothing but kernel weights masked to exactly zero
+(horizontal stacks) or not at all (vertical stacks, depth head); exact zeros
+add nothing to a float sum. Run eagerly, or as a TensorFlow graph (which
+runs the same kernels), they gave bit-identical logits on TensorFlow, JAX
+and PyTorch on CPU for every code tested (tests/test_compression.py checks
+it on each backend); XLA (JAX's `jit`) could fuse the two computations
+differently and change the last bits, so JAX runs eagerly. They are not
+bit-identical *across* backends (differences of about 1e-5), so a file
+records the backend that wrote it and is decoded on that backend only.
+The tables are integer frequencies computed from the float32 logits in
+float64 NumPy (`probability_tables`). As the last guard, a file stores a
+CRC32 of its codes, checked after decoding: logits that differed after all
+(another library version or CPU) give a clear error, never wrong images.
+"""
+
+import contextlib
+
+import constriction
+import keras
+import numpy as np
+from keras import ops
+
+# Integer frequencies per table: every code gets at least one count, so no
+# code is impossible; 2**16 stays below constriction's 24-bit precision, so
+# its own quantization of the tables changes them little.
+FREQUENCY_TOTAL = 2**16
+
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+def probability_tables(logits):
+    """float64 probability tables `(n, K)` from float32 logits `(n, K)`.
+
+    The tables are integer frequencies summing to about `FREQUENCY_TOTAL`
+    (at least 1 each) divided by their sum: a function of the logits'
+    float32 values alone, computed in float64 NumPy.
+    """
+    # In place: the tables of a batch are tens of millions of numbers.
+    tables = np.array(logits, dtype=np.float64)
+    num_codes = tables.shape[-1]
+    tables -= tables.max(axis=-1, keepdims=True)
+    np.exp(tables, out=tables)
+    tables *= (FREQUENCY_TOTAL - num_codes) / tables.sum(axis=-1, keepdims=True)
+    np.floor(tables, out=tables)
+    tables += 1.0
+    tables /= tables.sum(axis=-1, keepdims=True)
+    return tables
+
+
+def code_length_bits(tables, codes):
+    """Ideal code length, in bits, of `codes` `(n,)` under `tables` `(n, K)`."""
+    return float(-np.log2(tables[np.arange(len(codes)), codes]).sum())
+
+
+@contextlib.contextmanager
+def _no_grad():
+    if keras.config.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            yield
+    else:
+        yield
+
+
+def _numpy(tensor):
+    return np.asarray(ops.convert_to_numpy(tensor))
+
+
+def _compiled(function):
+    """`function` as a `tf.function` on TensorFlow, else as it is.
+
+    A TensorFlow graph runs the same kernels as eager ops, and gave the same
+    bits for both computations (tests/test_compression.py checks it); an XLA
+    compilation (JAX's `jit`) may fuse them differently, so JAX and PyTorch
+    run eagerly.
+    """
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function)
+    return function
+
+
+def _index(value):
+    # A tensor index keeps a tf.function from being traced once per value.
+    return (
+        ops.convert_to_tensor(value, "int32") if keras.config.backend() == "tensorflow" else value
+    )
+
+
+def _labels(labels):
+    return None if labels is None else ops.convert_to_tensor(labels, "int32")
+
+
+class PriorSteps:
+    """The prior's logits, all at once (encoding) or one code at a time
+    (decoding), bit-identical between the two.
+
+    Args:
+        prior: a built `PixelCNNPrior` without a condition grid.
+    """
+
+    def __init__(self, prior):
+        self.prior = prior
+        self._full_logits = _compiled(prior._logits)
+        self._row_pre_activations = _compiled(self._row_pre_activations_of)
+        self._row_features = _compiled(self._row_features_of)
+        self._position_logits = _compiled(self._position_logits_of)
+
+    def _row_pre_activations_of(self, grids, labels, row):
+        pre_activations = self.prior._vertical_pre_activations(
+            self.prior.embed(grids), labels, None
+        )
+        # `take` keeps the static shapes that a slice at a tensor index loses.
+        return [ops.take(pre, row, axis=1)[:, None] for pre in pre_activations]
+
+    def _row_features_of(self, codes_row, row_pre_activations, labels):
+        return self.prior._horizontal(
+            self.prior.embed(codes_row), row_pre_activations, labels, None
+        )
+
+    def _position_logits_of(self, row_features, codes_here, column):
+        return self.prior._head(ops.take(row_features, column, axis=2)[:, :, None], codes_here)
+
+    def all_logits(self, grids, labels):
+        """float32 logits `(batch, h, w, levels, K)` of every code of int
+        `grids` given int `labels` `(batch,)` (None for an unconditional
+        prior): one forward pass of the prior (teacher forcing)."""
+        with _no_grad():
+            logits = self._full_logits(ops.convert_to_tensor(grids, "int32"), _labels(labels), None)
+        return _numpy(logits).reshape(*np.shape(grids)[:3], self.prior.levels, -1)
+
+    def decode(self, batch, labels, next_codes):
+        """Code grids `(batch, *code_shape)` decoded in raster order (levels
+        innermost): `next_codes(logits)` turns the logits `(batch, K)` of one
+        code into that code of every grid, as int32 `(batch,)`."""
+        height, width = self.prior.grid_shape
+        grids = np.zeros((batch, *self.prior.code_shape), dtype=np.int32)
+        labels = _labels(labels)
+        with _no_grad():
+            for row in range(height):
+                row_pre = self._row_pre_activations(
+                    ops.convert_to_tensor(grids, "int32"), labels, _index(row)
+                )
+                codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
+                for column in range(width):
+                    row_features = self._row_features(codes_row, row_pre, labels)
+                    for level in range(self.prior.levels):
+                        codes_here = None
+                        if self.prior.depth is not None:
+                            codes_here = ops.convert_to_tensor(
+                                grids[:, row : row + 1, column : column + 1], "int32"
+                            )
+                        logits = _numpy(
+                            self._position_logits(row_features, codes_here, _index(column))
+                        )
+                        codes = next_codes(logits.reshape(batch, self.prior.levels, -1)[:, level])
+                        if self.prior.depth is None:
+                            grids[:, row, column] = codes
+                        else:
+                            grids[:, row, column, level] = codes
+                    codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
+        return grids
+
+
+def encode_codes(encoder, steps, grids, labels):
+    """Appends `grids` `(batch, *code_shape)` to the `RangeEncoder` in raster
+    order (levels innermost, the batch within each code), with the
+    probabilities of `steps` (a `PriorSteps`); returns their ideal code
+    length in bits."""
+    logits = steps.all_logits(grids, labels)
+    num_codes = logits.shape[-1]
+    # Position-major order, as decoding produces them.
+    tables = probability_tables(np.moveaxis(logits, 0, -2).reshape(-1, num_codes))
+    codes = np.moveaxis(np.asarray(grids).reshape(len(grids), -1), 0, -1).reshape(-1)
+    codes = codes.astype(np.int32)
+    encoder.encode(codes, _CATEGORICAL, tables)
+    return code_length_bits(tables, codes)
+
+
+def decode_codes(decoder, steps, batch, labels):
+    """Reads `batch` code grids from the `RangeDecoder`, as `encode_codes` wrote them."""
+
+    def next_codes(logits):
+        return np.asarray(decoder.decode(_CATEGORICAL, probability_tables(logits)), np.int32)
+
+    return steps.decode(batch, labels, next_codes)
+
+
+def encode_uniform(encoder, values, count):
+    """Appends int `values` in `[0, count)` to the encoder, each costing log2(count) bits."""
+    values = np.asarray(values, dtype=np.int32)
+    tables = np.full((len(values), count), 1.0 / count)
+    encoder.encode(values, _CATEGORICAL, tables)
+
+
+def decode_uniform(decoder, num, count):
+    """Reads `num` values written by `encode_uniform`."""
+    tables = np.full((num, count), 1.0 / count)
+    return np.asarray(decoder.decode(_CATEGORICAL, tables), dtype=np.int32)
