@@ -6,6 +6,7 @@ from vqkeras.models.klvae import KLVAE
 from vqkeras.models.loss_terms_model import LossTermsModel
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.models.rqvae import RQVAE
+from vqkeras.models.transformer_prior import TransformerPrior
 from vqkeras.models.vae import VAE
 from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
@@ -17,6 +18,7 @@ __all__ = [
     "LossTermsModel",
     "PixelCNNPrior",
     "RQVAE",
+    "TransformerPrior",
     "VAE",
     "VQVAE",
     "VQVAE2",
