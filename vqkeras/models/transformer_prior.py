@@ -1,16 +1,12 @@
-import math
-
 import keras
-import numpy as np
-from keras import layers, ops
+from keras import ops
 
-from vqkeras import validation
-from vqkeras.layers.transformer_block import TransformerBlock
-from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.code_transformer import CodeTransformer
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class TransformerPrior(LossTermsModel):
+@keras.saving.register_keras_serializable(package="vqkeras")
+class TransformerPrior(CodeTransformer):
     """Autoregressive Transformer prior over the integer code grids of a VQ model.
 
     Images as tokens: a grid is flattened in raster order to a sequence of
@@ -87,196 +83,7 @@ class TransformerPrior(LossTermsModel):
         Llama for Scalable Image Generation" (LlamaGen), 2024.
     """
 
-    def __init__(
-        self,
-        num_embeddings,
-        grid_shape,
-        num_classes=None,
-        embed_dim=128,
-        num_heads=4,
-        num_layers=4,
-        mlp_ratio=4,
-        dropout=0.0,
-        label_dropout=0.1,
-        image_size=None,
-        **kwargs,
-    ):
-        super().__init__(loss_names=("nll",), **kwargs)
-        self.num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
-        self.grid_shape = validation.positive_int_tuple("grid_shape", grid_shape)
-        if len(self.grid_shape) != 2:
-            raise ValueError(f"`grid_shape` must be (height, width). Received: {grid_shape!r}")
-        self.num_classes = (
-            None if num_classes is None else validation.positive_int("num_classes", num_classes)
-        )
-        self.embed_dim = validation.positive_int("embed_dim", embed_dim)
-        self.num_heads = validation.positive_int("num_heads", num_heads)
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"`embed_dim` must be a multiple of num_heads={self.num_heads}. "
-                f"Received: embed_dim={embed_dim!r}"
-            )
-        self.num_layers = validation.positive_int("num_layers", num_layers)
-        self.mlp_ratio = validation.positive_int("mlp_ratio", mlp_ratio)
-        self.dropout = validation.float_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
-        self.label_dropout = validation.float_in_range(
-            "label_dropout", label_dropout, 0.0, 1.0, high_inclusive=False
-        )
-        self.image_size = None
-        if image_size is not None:
-            self.image_size = validation.positive_int_tuple("image_size", image_size)
-            if len(self.image_size) != 3:
-                raise ValueError(
-                    f"`image_size` must be (height, width, channels). Received: {image_size!r}"
-                )
-        self.length = math.prod(self.grid_shape)
-        policy = self.dtype_policy
-        self.token_embedding = layers.Embedding(
-            self.num_embeddings, self.embed_dim, name="token_embedding", dtype=policy
-        )
-        # Row c is the start token of class c; row num_classes the null class.
-        self.start_embedding = layers.Embedding(
-            (self.num_classes or 0) + 1, self.embed_dim, name="start_embedding", dtype=policy
-        )
-        self.position_embedding = layers.Embedding(
-            self.length,
-            self.embed_dim,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
-            name="position_embedding",
-            dtype=policy,
-        )
-        self.embedding_dropout = layers.Dropout(self.dropout, dtype=policy)
-        self.blocks = [
-            TransformerBlock(
-                self.embed_dim,
-                self.num_heads,
-                self.mlp_ratio,
-                self.dropout,
-                causal=True,
-                name=f"block_{index}",
-                dtype=policy,
-            )
-            for index in range(self.num_layers)
-        ]
-        self.final_norm = layers.LayerNormalization(epsilon=1e-5, name="final_norm", dtype=policy)
-        self.head = layers.Dense(self.num_embeddings, name="head", dtype=policy)
-        self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
-        self.label_dropout_seed = keras.random.SeedGenerator(0, name="label_dropout_seed")
-        self._compiled_sampler = None
-
-    @classmethod
-    def for_grid(cls, grid, **kwargs):
-        """A prior over the codes of `grid` (a `vqkeras.codes.CodeGrid` of
-        `model.code_grids()`); `kwargs` are the other constructor arguments."""
-        if grid.depth is not None or grid.conditioned_on is not None:
-            raise ValueError(
-                "TransformerPrior models plain grids (h, w) chosen given no other grid; use "
-                f"PixelCNNPrior for stacked or conditioned codes. Received: {grid!r}"
-            )
-        return cls(grid.num_embeddings, grid.spatial_shape, **kwargs)
-
-    def fits(self, grid, condition=None):
-        """Whether this prior models the codes of `grid` (given no `condition`)."""
-        return condition is None and (self.num_embeddings, self.code_shape) == (
-            grid.num_embeddings,
-            tuple(grid.shape),
-        )
-
-    @property
-    def conditional(self):
-        """Whether the prior takes class labels."""
-        return self.num_classes is not None
-
-    @property
-    def null_class(self):
-        """Start-token index of the unconditional distribution."""
-        return self.num_classes or 0
-
-    @property
-    def code_shape(self):
-        """Shape of one sample: `grid_shape`."""
-        return self.grid_shape
-
-    def build(self, input_shape=None):
-        # The layers' shapes follow from the configuration; layers already
-        # built (e.g. when deserialized with their build config) are kept.
-        sublayers = [
-            (self.token_embedding, (None, self.length)),
-            (self.start_embedding, (None,)),
-            (self.position_embedding, (self.length,)),
-            (self.final_norm, (None, None, self.embed_dim)),
-            (self.head, (None, None, self.embed_dim)),
-        ]
-        sublayers += [(block, (None, None, self.embed_dim)) for block in self.blocks]
-        for layer, shape in sublayers:
-            if not layer.built:
-                layer.build(shape)
-
-    def _build_if_needed(self):
-        if not self.built:
-            self.build((None, *self.grid_shape))
-
-    # -- input checks -----------------------------------------------------------
-
-    def check_inputs(self, indices, labels=None):
-        """Raises a clear error unless `indices` and `labels` suit this prior."""
-        shape = tuple(indices.shape)
-        expected = ", ".join(map(str, self.code_shape))
-        if len(shape) != 3 or any(
-            size is not None and size != wanted for size, wanted in zip(shape[1:], self.code_shape)
-        ):
-            raise ValueError(
-                f"Expected code grids of shape (batch, {expected}). Received shape={shape}."
-            )
-        validation.check_indices(indices, self.num_embeddings, name="code indices")
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError(
-                    "This prior is unconditional (num_classes=None): labels are not accepted."
-                )
-            return
-        if labels is None:
-            raise ValueError(
-                f"This prior is class-conditional (num_classes={self.num_classes}): labels of "
-                "shape (batch,) are required."
-            )
-        label_shape = tuple(labels.shape)
-        if len(label_shape) != 1 or (
-            None not in (label_shape[0], shape[0]) and label_shape[0] != shape[0]
-        ):
-            raise ValueError(
-                f"Expected labels of shape ({shape[0]},), one per code grid. "
-                f"Received shape={label_shape}."
-            )
-        validation.check_indices(labels, self.num_classes, name="labels")
-
-    def _split_inputs(self, x, y=None):
-        """`(indices, labels)` from `x` (see the call arguments) and `y`."""
-        labels = y if self.conditional else None
-        if not isinstance(x, (tuple, list)):
-            return x, labels
-        if len(x) != 2:
-            raise ValueError(
-                "Expected code grids or a pair (grids, labels). "
-                f"Received a sequence of {len(x)} inputs."
-            )
-        return x[0], x[1]
-
-    # -- forward ---------------------------------------------------------------
-
-    def _start_labels(self, labels, batch, training=False):
-        """Start-token indices `(batch,)`: the labels, some dropped to the null
-        class in training; the null class for an unconditional prior."""
-        if labels is None:
-            return ops.full((batch,), self.null_class, dtype="int32")
-        labels = ops.cast(labels, "int32")
-        if training and self.label_dropout > 0:
-            dropped = keras.random.uniform(ops.shape(labels), seed=self.label_dropout_seed)
-            labels = ops.where(dropped < self.label_dropout, self.null_class, labels)
-        return labels
-
-    def _head(self, features):
-        return ops.cast(self.head(self.final_norm(features)), "float32")
+    causal = True
 
     def sequence_logits(self, indices, start_labels, training=False):
         """float32 logits `(batch, h * w, K)` of raster-flattened `indices`
@@ -287,11 +94,7 @@ class TransformerPrior(LossTermsModel):
         # codes < t, and predicts code t.
         tokens = self.token_embedding(indices[:, :-1])
         x = ops.concatenate([start, tokens], axis=1)
-        x = x + self.position_embedding(ops.arange(self.length))[None]
-        x = self.embedding_dropout(x, training=training)
-        for block in self.blocks:
-            x = block(x, training=training)
-        return self._head(x)
+        return self._head(self._blocks(x, training=training))
 
     def _logits(self, indices, labels, training=False):
         batch = ops.shape(indices)[0]
@@ -299,11 +102,6 @@ class TransformerPrior(LossTermsModel):
         start_labels = self._start_labels(labels, batch, training)
         logits = self.sequence_logits(flat, start_labels, training)
         return ops.reshape(logits, (batch, *self.grid_shape, self.num_embeddings))
-
-    def call(self, inputs, training=None):
-        indices, labels = self._split_inputs(inputs)
-        self.check_inputs(indices, labels)
-        return self._logits(indices, labels, training=bool(training))
 
     def compute_losses(self, data, training=False):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -315,38 +113,6 @@ class TransformerPrior(LossTermsModel):
         nll_per_grid = ops.sum(ops.reshape(per_code, (ops.shape(per_code)[0], -1)), axis=-1)
         terms = {"nll": ops.mean(nll_per_grid) / self.length}
         return terms, {"nll_per_grid": nll_per_grid}
-
-    @property
-    def extra_metrics(self):
-        return [self.bits_per_dim] if self.image_size is not None else []
-
-    def update_extra_metrics(self, outputs):
-        if self.image_size is not None:
-            pixel_values = math.prod(self.image_size)
-            self.bits_per_dim.update_state(outputs["nll_per_grid"] / (math.log(2) * pixel_values))
-
-    def _check_array_inputs(self, x, y):
-        # Built here, since otherwise JAX and PyTorch `fit` build the model by
-        # a symbolic call on the grids alone, without the labels.
-        self._build_if_needed()
-        # Arrays are checked before Keras converts them, so that out-of-range
-        # codes or labels fail here with a clear message.
-        if isinstance(x, (tuple, list, np.ndarray)):
-            indices, labels = self._split_inputs(x, y)
-            if all(value is None or isinstance(value, np.ndarray) for value in (indices, labels)):
-                self.check_inputs(indices, labels)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_array_inputs(x, y)
-        return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_array_inputs(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        self._check_array_inputs(x, None)
-        return super().predict(x, *args, **kwargs)
 
     # -- cached decoding -------------------------------------------------------
 
@@ -432,82 +198,16 @@ class TransformerPrior(LossTermsModel):
             int32 tensor `(num, h, w)` with codes in `[0, num_embeddings)`,
             ready for the VQ model's `decode_indices`.
         """
-        num = validation.positive_int("num", num)
-        temperature = validation.float_in_range(
-            "temperature", temperature, 0.0, np.inf, low_inclusive=False, high_inclusive=False
+        num, start_labels, temperature, top_k, top_p, guidance_scale, seed = (
+            self._sampling_arguments(num, labels, temperature, top_k, top_p, guidance_scale, seed)
         )
-        if top_k is not None:
-            if (
-                isinstance(top_k, bool)
-                or not isinstance(top_k, (int, np.integer))
-                or not (1 <= top_k <= self.num_embeddings)
-            ):
-                raise ValueError(
-                    f"`top_k` must be None or an integer in [1, {self.num_embeddings}]. "
-                    f"Received: top_k={top_k!r}"
-                )
-            top_k = int(top_k)
-        if top_p is not None:
-            top_p = validation.float_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False)
-        if seed is not None:
-            seed = validation.non_negative_int("seed", seed)
-        if labels is not None:
-            if not self.conditional:
-                raise ValueError(
-                    "This prior is unconditional (num_classes=None): `labels` are not accepted."
-                )
-            labels = np.asarray(ops.convert_to_numpy(labels))
-            if labels.shape != (num,):
-                raise ValueError(
-                    f"Expected labels of shape ({num},), one per sample. "
-                    f"Received shape={labels.shape}."
-                )
-            validation.check_indices(labels, self.num_classes, name="labels")
-        if guidance_scale is not None:
-            guidance_scale = validation.float_in_range(
-                "guidance_scale", guidance_scale, 0.0, np.inf, high_inclusive=False
-            )
-            if labels is None:
-                raise ValueError(
-                    "Classifier-free guidance needs `labels` (and a class-conditional prior). "
-                    f"Received: guidance_scale={guidance_scale!r}, labels=None"
-                )
-            guidance_scale = ops.convert_to_tensor(guidance_scale, dtype="float32")
-        use_cache = bool(use_cache)
-        self._build_if_needed()
-        start_labels = np.full((num,), self.null_class, dtype="int32")
-        if labels is not None:
-            start_labels = labels.astype("int32")
-        start_labels = ops.convert_to_tensor(start_labels, dtype="int32")
         # Uniforms in (0, 1]: a draw of exactly 0 could select a code of zero
         # probability.
         uniforms = 1.0 - keras.random.uniform((self.length, num), dtype="float32", seed=seed)
-        temperature = ops.convert_to_tensor(temperature, dtype="float32")
         arguments = (start_labels, uniforms, temperature, guidance_scale)
-        static = {"top_k": top_k, "top_p": top_p, "use_cache": use_cache}
+        static = {"top_k": top_k, "top_p": top_p, "use_cache": bool(use_cache)}
         flat = self._run_compiled(arguments, static)
         return ops.reshape(flat, (num, *self.grid_shape))
-
-    def _draw(self, logits, uniforms, temperature, top_k, top_p):
-        """Codes `(num,)` drawn from `logits` `(num, K)` by inverting the CDF at `uniforms`."""
-        logits = logits / temperature
-        if top_k is not None and top_k < self.num_embeddings:
-            kth_largest = ops.top_k(logits, top_k)[0][:, -1:]
-            logits = ops.where(logits < kth_largest, -np.inf, logits)
-        if top_p is not None and top_p < 1.0:
-            ordered = ops.top_k(logits, self.num_embeddings)[0]
-            probabilities = ops.softmax(ordered, axis=-1)
-            # Keep the most likely codes while the probability before them is
-            # below top_p: the smallest set reaching it (the first code always).
-            before = ops.cumsum(probabilities, axis=-1) - probabilities
-            kept = ops.sum(ops.cast(before < top_p, "int32"), axis=-1, keepdims=True)
-            threshold = ops.take_along_axis(ordered, ops.maximum(kept, 1) - 1, axis=-1)
-            logits = ops.where(logits < threshold, -np.inf, logits)
-        cdf = ops.cumsum(ops.softmax(logits, axis=-1), axis=-1)
-        # The first code whose cumulative probability reaches u (scaled by the
-        # total, which float rounding keeps only close to 1).
-        codes = ops.sum(ops.cast(cdf < uniforms[:, None] * cdf[:, -1:], "int32"), axis=-1)
-        return ops.minimum(codes, self.num_embeddings - 1)
 
     def _sampling_loop(self, start_labels, uniforms, temperature, guidance_scale, **static):
         """Draws the `h * w` codes of `num` sequences in raster order."""
@@ -542,11 +242,7 @@ class TransformerPrior(LossTermsModel):
         def body(position, state):
             codes, caches = state
             logits, caches = logits_at(position, codes, caches)
-            if guided:
-                conditional, unconditional = logits
-                logits = (1.0 - guidance_scale) * unconditional + guidance_scale * conditional
-            else:
-                logits = logits[0]
+            logits = self._guided(logits, guidance_scale)
             drawn = self._draw(
                 logits, ops.take(uniforms, position, axis=0), temperature, top_k, top_p
             )
@@ -559,51 +255,3 @@ class TransformerPrior(LossTermsModel):
         codes = ops.zeros((num, self.length), dtype="int32")
         codes, _ = ops.fori_loop(0, self.length, body, (codes, caches))
         return codes
-
-    def _run_compiled(self, arguments, static):
-        """`_sampling_loop(*arguments, **static)`, compiled where the backend
-        allows it (one compilation per static setting)."""
-        backend = keras.config.backend()
-        if backend == "jax":
-            import jax
-
-            if self._compiled_sampler is None:
-
-                def stateless_loop(values, *arguments, **static):
-                    mapping = list(zip(self.variables, values))
-                    with keras.StatelessScope(state_mapping=mapping):
-                        return self._sampling_loop(*arguments, **static)
-
-                self._compiled_sampler = jax.jit(stateless_loop, static_argnames=tuple(static))
-            values = [variable.value for variable in self.variables]
-            return self._compiled_sampler(values, *arguments, **static)
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if self._compiled_sampler is None:
-                self._compiled_sampler = tf.function(self._sampling_loop)
-            return self._compiled_sampler(*arguments, **static)
-        if backend == "torch":
-            import torch
-
-            with torch.no_grad():
-                return self._sampling_loop(*arguments, **static)
-        return self._sampling_loop(*arguments, **static)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_embeddings": self.num_embeddings,
-                "grid_shape": self.grid_shape,
-                "num_classes": self.num_classes,
-                "embed_dim": self.embed_dim,
-                "num_heads": self.num_heads,
-                "num_layers": self.num_layers,
-                "mlp_ratio": self.mlp_ratio,
-                "dropout": self.dropout,
-                "label_dropout": self.label_dropout,
-                "image_size": self.image_size,
-            }
-        )
-        return config
