@@ -4,6 +4,7 @@ from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.maskgit_prior import MaskGITPrior
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.models.rqvae import RQVAE
 from vqkeras.models.transformer_prior import TransformerPrior
@@ -16,6 +17,7 @@ __all__ = [
     "AutoencoderModel",
     "KLVAE",
     "LossTermsModel",
+    "MaskGITPrior",
     "PixelCNNPrior",
     "RQVAE",
     "TransformerPrior",

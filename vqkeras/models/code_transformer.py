@@ -334,6 +334,8 @@ class CodeTransformer(LossTermsModel):
                     "Classifier-free guidance needs `labels` (and a class-conditional prior). "
                     f"Received: guidance_scale={guidance_scale!r}, labels=None"
                 )
+            # A tensor, so that a new scale does not retrace the compiled loop.
+            guidance_scale = ops.convert_to_tensor(guidance_scale, dtype="float32")
         self._build_if_needed()
         start_labels = np.full((num,), self.null_class, dtype="int32")
         if labels is not None:
