@@ -12,6 +12,7 @@ from vqkeras.layers.quantizer import Quantizer
 from vqkeras.layers.residual_block import ResidualBlock
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from vqkeras.layers.sub_pixel_upsampling import SubPixelUpsampling
+from vqkeras.layers.transformer_block import TransformerBlock
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "ResidualBlock",
     "ResidualVectorQuantizer",
     "SubPixelUpsampling",
+    "TransformerBlock",
     "VectorQuantizer",
 ]

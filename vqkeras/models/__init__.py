@@ -4,8 +4,10 @@ from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.maskgit_prior import MaskGITPrior
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.models.rqvae import RQVAE
+from vqkeras.models.transformer_prior import TransformerPrior
 from vqkeras.models.vae import VAE
 from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
@@ -15,8 +17,10 @@ __all__ = [
     "AutoencoderModel",
     "KLVAE",
     "LossTermsModel",
+    "MaskGITPrior",
     "PixelCNNPrior",
     "RQVAE",
+    "TransformerPrior",
     "VAE",
     "VQVAE",
     "VQVAE2",
