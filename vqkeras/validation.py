@@ -155,3 +155,42 @@ def check_indices(indices, num_embeddings, name="indices"):
                 f"Expected {name} in [0, {num_embeddings}). "
                 f"Received values in [{values.min()}, {values.max()}]."
             )
+
+
+def check_code_grids(indices, code_shape, num_embeddings):
+    """Checks a batch of code grids for a prior: shape `(batch, *code_shape)`,
+    integer codes in [0, num_embeddings)."""
+    shape = tuple(indices.shape)
+    if len(shape) != 1 + len(code_shape) or any(
+        size is not None and size != wanted for size, wanted in zip(shape[1:], code_shape)
+    ):
+        expected = ", ".join(map(str, code_shape))
+        raise ValueError(
+            f"Expected code grids of shape (batch, {expected}). Received shape={shape}."
+        )
+    check_indices(indices, num_embeddings, name="code indices")
+
+
+def check_class_labels(labels, num_classes, batch_size):
+    """Checks the labels given with `batch_size` code grids to a prior with
+    `num_classes` classes (None: an unconditional prior, which takes none)."""
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError(
+                "This prior is unconditional (num_classes=None): labels are not accepted."
+            )
+        return
+    if labels is None:
+        raise ValueError(
+            f"This prior is class-conditional (num_classes={num_classes}): labels of "
+            "shape (batch,) are required."
+        )
+    label_shape = tuple(labels.shape)
+    if len(label_shape) != 1 or (
+        None not in (label_shape[0], batch_size) and label_shape[0] != batch_size
+    ):
+        raise ValueError(
+            f"Expected labels of shape ({batch_size},), one per code grid. "
+            f"Received shape={label_shape}."
+        )
+    check_indices(labels, num_classes, name="labels")

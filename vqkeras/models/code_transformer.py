@@ -182,35 +182,8 @@ class CodeTransformer(LossTermsModel):
     def check_inputs(self, indices, labels=None, num_values=None):
         """Raises a clear error unless `indices` and `labels` suit this prior
         (codes in `[0, num_values)`, by default `[0, num_embeddings)`)."""
-        shape = tuple(indices.shape)
-        expected = ", ".join(map(str, self.code_shape))
-        if len(shape) != 3 or any(
-            size is not None and size != wanted for size, wanted in zip(shape[1:], self.code_shape)
-        ):
-            raise ValueError(
-                f"Expected code grids of shape (batch, {expected}). Received shape={shape}."
-            )
-        validation.check_indices(indices, num_values or self.num_embeddings, name="code indices")
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError(
-                    "This prior is unconditional (num_classes=None): labels are not accepted."
-                )
-            return
-        if labels is None:
-            raise ValueError(
-                f"This prior is class-conditional (num_classes={self.num_classes}): labels of "
-                "shape (batch,) are required."
-            )
-        label_shape = tuple(labels.shape)
-        if len(label_shape) != 1 or (
-            None not in (label_shape[0], shape[0]) and label_shape[0] != shape[0]
-        ):
-            raise ValueError(
-                f"Expected labels of shape ({shape[0]},), one per code grid. "
-                f"Received shape={label_shape}."
-            )
-        validation.check_indices(labels, self.num_classes, name="labels")
+        validation.check_code_grids(indices, self.code_shape, num_values or self.num_embeddings)
+        validation.check_class_labels(labels, self.num_classes, tuple(indices.shape)[0])
 
     def _split_inputs(self, x, y=None):
         """`(indices, labels)` from `x` (see the call arguments) and `y`."""

@@ -310,36 +310,9 @@ class PixelCNNPrior(LossTermsModel):
 
     def check_inputs(self, indices, labels=None, condition=None):
         """Raises a clear error unless `indices`, `labels` and `condition` suit this prior."""
-        shape = tuple(indices.shape)
-        expected = ", ".join(map(str, self.code_shape))
-        if len(shape) != 1 + len(self.code_shape) or any(
-            size is not None and size != wanted for size, wanted in zip(shape[1:], self.code_shape)
-        ):
-            raise ValueError(
-                f"Expected code grids of shape (batch, {expected}). Received shape={shape}."
-            )
-        validation.check_indices(indices, self.num_embeddings, name="code indices")
-        self._check_condition(condition, shape[0])
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError(
-                    "This prior is unconditional (num_classes=None): labels are not accepted."
-                )
-            return
-        if labels is None:
-            raise ValueError(
-                f"This prior is class-conditional (num_classes={self.num_classes}): labels of "
-                "shape (batch,) are required."
-            )
-        label_shape = tuple(labels.shape)
-        if len(label_shape) != 1 or (
-            None not in (label_shape[0], shape[0]) and label_shape[0] != shape[0]
-        ):
-            raise ValueError(
-                f"Expected labels of shape ({shape[0]},), one per code grid. "
-                f"Received shape={label_shape}."
-            )
-        validation.check_indices(labels, self.num_classes, name="labels")
+        validation.check_code_grids(indices, self.code_shape, self.num_embeddings)
+        self._check_condition(condition, tuple(indices.shape)[0])
+        validation.check_class_labels(labels, self.num_classes, tuple(indices.shape)[0])
 
     def _check_condition(self, condition, batch):
         if not self.conditioned_on_grid:
