@@ -5,6 +5,7 @@ from vqkeras.layers.conv_decoder import ConvDecoder
 from vqkeras.layers.conv_encoder import ConvEncoder
 from vqkeras.layers.diagonal_gaussian import DiagonalGaussian
 from vqkeras.layers.ema_vector_quantizer import EMAVectorQuantizer
+from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.layers.gaussian_sampler import GaussianSampler
 from vqkeras.layers.masked_conv2d import MaskedConv2D
@@ -20,6 +21,7 @@ __all__ = [
     "ConvEncoder",
     "DiagonalGaussian",
     "EMAVectorQuantizer",
+    "FiniteScalarQuantizer",
     "GatedPixelCNNBlock",
     "GaussianSampler",
     "MaskedConv2D",
