@@ -8,6 +8,7 @@ from vqkeras.layers.ema_vector_quantizer import EMAVectorQuantizer
 from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.layers.gaussian_sampler import GaussianSampler
+from vqkeras.layers.gumbel_quantizer import GumbelQuantizer
 from vqkeras.layers.lookup_free_quantizer import LookupFreeQuantizer
 from vqkeras.layers.masked_conv2d import MaskedConv2D
 from vqkeras.layers.quantizer import Quantizer
@@ -25,6 +26,7 @@ __all__ = [
     "FiniteScalarQuantizer",
     "GatedPixelCNNBlock",
     "GaussianSampler",
+    "GumbelQuantizer",
     "LookupFreeQuantizer",
     "MaskedConv2D",
     "Quantizer",
