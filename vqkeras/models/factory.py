@@ -217,8 +217,9 @@ def fsq_levels(num_embeddings):
     fives = 0
     while num_embeddings // 5**fives >= 10:
         fives += 1
-    rest = num_embeddings // 5**fives
-    return ((rest,) if rest >= 2 else ()) + (5,) * fives
+    # 2 <= rest <= 9: the loop stops at the first rest below 10, and a rest
+    # after a division by 5 is at least 10 // 5.
+    return (num_embeddings // 5**fives,) + (5,) * fives
 
 
 def lfq_bits(num_embeddings):
