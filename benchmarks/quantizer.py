@@ -2,16 +2,26 @@
 
 What it measures
 ----------------
-One training step of `VectorQuantizer(512, 64)` and `EMAVectorQuantizer(512, 64)`,
-called as `layer(x, training=True)`, for two input shapes:
+One training step of each quantizer of 512 codes on inputs of D=64 channels, called as
+`layer(x, training=True)`:
+
+- `VectorQuantizer(512, 64)` and `EMAVectorQuantizer(512, 64)`: nearest-code search;
+- `FiniteScalarQuantizer((8, 8, 8), embedding_dim=64)`: Dense 64 -> 3, rounding, Dense
+  3 -> 64;
+- `LookupFreeQuantizer(9, embedding_dim=64)`: Dense 64 -> 9, signs, Dense 9 -> 64, and
+  the entropy loss over all 512 codes;
+- `GumbelQuantizer(512, 64)`: Dense 64 -> 512 logits, a Gumbel-softmax sample, a
+  (512, 64) matmul;
+
+for two input shapes:
 
 - small: x of shape (64, 8, 8, 64), i.e. 4,096 vectors of D=64, K=512 codes;
 - large: x of shape (256, 32, 32, 64), i.e. 262,144 vectors.
 
 A step computes `loss = mean(quantized**2) + sum of the means of the per-sample loss
-vectors` ("commitment_loss", plus "codebook_loss" for VectorQuantizer) and its gradients
-with respect to the input and the trainable weights (the EMA quantizer has none; its
-codebook update runs in the forward pass). Each backend compiles the step where it can:
+vectors` (each quantizer's `loss_names`: none for FSQ) and its gradients with respect to
+the input and the trainable weights (the EMA quantizer has none; its codebook update runs
+in the forward pass). Each backend compiles the step where it can:
 
 - tensorflow: `tf.function` with `GradientTape`, timed with `jit_compile=False` and
   `jit_compile=True`; the faster is kept in the main table (both are listed);
@@ -23,7 +33,8 @@ codebook update runs in the forward pass). Each backend compiles the step where 
 Every timing is the median of `--repeats` steps after `--warmup` untimed ones (the
 first of which compiles), each step waited for until its results are ready.
 
-The reference is the NumPy floor: the float32 distances ||x||^2 - 2 x.e + ||e||^2 (one
+The reference is the NumPy floor (of the nearest-code search, so for FSQ, LFQ and Gumbel,
+which search nothing, the ratio only compares their cost with a VQ's): the float32 distances ||x||^2 - 2 x.e + ||e||^2 (one
 matmul) and their argmin for the same shapes, i.e. the nearest-code search alone, forward
 only. The ratio is quantizer step time / floor; the target of the issue is within 3x of
 the floor on the fastest backend. Each floor call is timed right after each step, in the
@@ -43,6 +54,7 @@ How to run
     python benchmarks/quantizer.py                     # all backends, one process each
     python benchmarks/quantizer.py --backend jax       # one backend (or numpy: the floor)
     python benchmarks/quantizer.py --repeats 3 --shapes small --json results.json
+    python benchmarks/quantizer.py --quantizers FiniteScalarQuantizer LookupFreeQuantizer
     python benchmarks/quantizer.py --floor-env OPENBLAS_CORETYPE=Haswell
     python benchmarks/quantizer.py --threads 1   # single-threaded, steadier on a busy machine
 
@@ -73,7 +85,13 @@ SHAPES = {
 }
 NUM_EMBEDDINGS = 512
 EMBEDDING_DIM = 64
-QUANTIZERS = ("VectorQuantizer", "EMAVectorQuantizer")
+QUANTIZERS = (
+    "VectorQuantizer",
+    "EMAVectorQuantizer",
+    "FiniteScalarQuantizer",
+    "LookupFreeQuantizer",
+    "GumbelQuantizer",
+)
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 TARGET_RATIO = 3.0
 
@@ -188,10 +206,15 @@ def run_numpy(args):
 
 
 def make_layer(quantizer_name):
-    from vqkeras.layers import EMAVectorQuantizer, VectorQuantizer
+    """The quantizer of `NUM_EMBEDDINGS` codes on `EMBEDDING_DIM` channels."""
+    from vqkeras import layers
 
-    cls = {"VectorQuantizer": VectorQuantizer, "EMAVectorQuantizer": EMAVectorQuantizer}
-    return cls[quantizer_name](NUM_EMBEDDINGS, EMBEDDING_DIM)
+    if quantizer_name == "FiniteScalarQuantizer":
+        return layers.FiniteScalarQuantizer((8, 8, 8), embedding_dim=EMBEDDING_DIM)
+    if quantizer_name == "LookupFreeQuantizer":
+        bits = NUM_EMBEDDINGS.bit_length() - 1
+        return layers.LookupFreeQuantizer(bits, embedding_dim=EMBEDDING_DIM)
+    return getattr(layers, quantizer_name)(NUM_EMBEDDINGS, EMBEDDING_DIM)
 
 
 def step_loss(layer, outputs, ops):
@@ -285,7 +308,7 @@ def run_backend(args):
     steps = {"tensorflow": tensorflow_steps, "jax": jax_steps, "torch": torch_steps}[args.backend]
     codebook = make_input((NUM_EMBEDDINGS, EMBEDDING_DIM), seed=1)
     results = []
-    for quantizer in QUANTIZERS:
+    for quantizer in args.quantizers:
         for shape_name in args.shapes:
             x_np = make_input(SHAPES[shape_name])
             floors = floor_functions(x_np.reshape(-1, EMBEDDING_DIM), codebook)
@@ -336,6 +359,8 @@ def spawn(worker, args, env):
             str(args.warmup),
             "--shapes",
             *args.shapes,
+            "--quantizers",
+            *args.quantizers,
             "--json",
             path,
             "--worker",
@@ -471,6 +496,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps, >= 1")
     parser.add_argument("--shapes", nargs="+", choices=tuple(SHAPES), default=list(SHAPES))
+    parser.add_argument(
+        "--quantizers", nargs="+", choices=QUANTIZERS, default=list(QUANTIZERS), metavar="NAME"
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--torch-compile", action="store_true", help="also try torch.compile")
     parser.add_argument(

@@ -3,8 +3,15 @@ import pytest
 from conftest import blob_images, to_numpy
 
 from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.layers import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
 from vqkeras.models import KLVAE, RQVAE, VAE, VQVAE, VQVAE2, Autoencoder
-from vqkeras.models.factory import FAMILIES, build_autoencoder, register_family
+from vqkeras.models.factory import (
+    FAMILIES,
+    build_autoencoder,
+    fsq_levels,
+    lfq_bits,
+    register_family,
+)
 
 CLASSES = {
     "ae": Autoencoder,
@@ -14,6 +21,9 @@ CLASSES = {
     "ema-vqvae": VQVAE,
     "rqvae": RQVAE,
     "vqvae2": VQVAE2,
+    "fsq-vae": VQVAE,
+    "lfq-vae": VQVAE,
+    "gumbel-vae": VQVAE,
 }
 
 
@@ -41,8 +51,10 @@ def test_each_family_is_built_trains_and_reconstructs(family):
         usages = [metrics["codebook_usage_0"], metrics["codebook_usage_1"]]
         np.testing.assert_allclose(metrics["codebook_usage"], np.mean(usages))
         assert metrics["latent_grid_1"] == [4, 4] and "perplexity" not in metrics
-    elif family in ("vqvae", "ema-vqvae"):
+    elif family in ("vqvae", "ema-vqvae", "lfq-vae", "gumbel-vae"):
         assert metrics["bits_per_image"] == 4 * 4 * 4.0
+    elif family == "fsq-vae":  # levels (3, 5): 15 codes
+        np.testing.assert_allclose(metrics["bits_per_image"], 4 * 4 * np.log2(15))
     else:
         assert "bits_per_image" not in metrics
 
@@ -69,7 +81,18 @@ def test_bad_arguments_raise(kwargs, match):
 
 
 def test_the_registry_holds_the_families_in_order_with_their_defaults():
-    assert tuple(FAMILIES) == ("ae", "vae", "klvae", "vqvae", "ema-vqvae", "rqvae", "vqvae2")
+    assert tuple(FAMILIES) == (
+        "ae",
+        "vae",
+        "klvae",
+        "vqvae",
+        "ema-vqvae",
+        "rqvae",
+        "vqvae2",
+        "fsq-vae",
+        "lfq-vae",
+        "gumbel-vae",
+    )
     assert {name: family.default_latent_dim for name, family in FAMILIES.items()} == {
         "ae": 4,
         "vae": 4,
@@ -78,6 +101,9 @@ def test_the_registry_holds_the_families_in_order_with_their_defaults():
         "ema-vqvae": 64,
         "rqvae": 64,
         "vqvae2": 64,
+        "fsq-vae": 4,
+        "lfq-vae": 9,
+        "gumbel-vae": 64,
     }
     assert [name for name, family in FAMILIES.items() if family.extra_downsampling] == ["vqvae2"]
     with pytest.raises(TypeError):
@@ -111,3 +137,34 @@ def test_register_family_checks_its_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         register_family(arguments.pop("name"), **arguments)
     assert "mine" not in FAMILIES
+
+
+@pytest.mark.parametrize(
+    "num_embeddings, levels",
+    [(2, (2,)), (9, (9,)), (10, (2, 5)), (16, (3, 5)), (512, (4, 5, 5, 5)), (1024, (8, 5, 5, 5))],
+)
+def test_fsq_levels_give_at_most_the_codes_asked_for(num_embeddings, levels):
+    assert fsq_levels(num_embeddings) == levels
+    assert np.prod(levels) <= num_embeddings
+
+
+def test_scalar_and_lookup_free_families_take_their_codes_from_num_embeddings():
+    fsq = build_autoencoder("fsq-vae", (8, 8, 1), channels=(4,), num_embeddings=1024)
+    assert type(fsq.quantizer) is FiniteScalarQuantizer
+    assert fsq.quantizer.levels == (8, 5, 5, 5) and not fsq.quantizer.projected
+    fsq = build_autoencoder("fsq-vae", (8, 8, 1), channels=(4,), latent_dim=6, levels=(4, 4))
+    assert fsq.quantizer.levels == (4, 4) and fsq.quantizer.projected
+    assert fsq.code_grids()[0].num_embeddings == 16
+    lfq = build_autoencoder("lfq-vae", (8, 8, 1), channels=(4,))
+    assert type(lfq.quantizer) is LookupFreeQuantizer and lfq.quantizer.bits == 9
+    assert not lfq.quantizer.projected
+    assert [lfq_bits(k) for k in (2, 3, 16, 100, 512)] == [1, 1, 4, 6, 9]
+    gumbel = build_autoencoder("gumbel-vae", (8, 8, 1), channels=(4,), num_embeddings=32)
+    assert type(gumbel.quantizer) is GumbelQuantizer and gumbel.quantizer.straight_through
+    assert gumbel.quantizer.num_embeddings == 32
+    with pytest.raises(ValueError, match="at least 2 codes. Received: num_embeddings=1"):
+        build_autoencoder("fsq-vae", (8, 8, 1), channels=(4,), num_embeddings=1)
+    with pytest.raises(ValueError, match="at least 2 codes. Received: num_embeddings=1"):
+        build_autoencoder("lfq-vae", (8, 8, 1), channels=(4,), num_embeddings=1)
+    with pytest.raises(ValueError, match=r"Every level must be an integer >= 2.*\(4, 1\)"):
+        build_autoencoder("fsq-vae", (8, 8, 1), channels=(4,), levels=(4, 1))

@@ -8,6 +8,9 @@ from conftest import to_numpy
 
 from vqkeras.layers import (
     EMAVectorQuantizer,
+    FiniteScalarQuantizer,
+    GumbelQuantizer,
+    LookupFreeQuantizer,
     Quantizer,
     ResidualVectorQuantizer,
     VectorQuantizer,
@@ -20,6 +23,13 @@ QUANTIZERS = {
     "residual_ema": lambda: ResidualVectorQuantizer(
         EMAVectorQuantizer(16, 4, init_from_first_batch=True, seed=1), depth=2
     ),
+    "fsq": lambda: FiniteScalarQuantizer((8, 5, 5, 5)),
+    "fsq_projected": lambda: FiniteScalarQuantizer((4, 4), embedding_dim=4),
+    "lfq": lambda: LookupFreeQuantizer(4),
+    "lfq_projected": lambda: LookupFreeQuantizer(3, embedding_dim=4),
+    "gumbel": lambda: GumbelQuantizer(16, 4, seed=1),
+    "gumbel_straight_through": lambda: GumbelQuantizer(16, 4, straight_through=True, seed=1),
+    "residual_fsq": lambda: ResidualVectorQuantizer(FiniteScalarQuantizer((8, 8, 8, 8)), depth=2),
 }
 
 

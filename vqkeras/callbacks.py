@@ -2,6 +2,9 @@ import math
 
 import keras
 
+from vqkeras import validation
+from vqkeras.layers.gumbel_quantizer import GumbelQuantizer
+
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training with a clear error as soon as a logged value is NaN or inf.
@@ -23,3 +26,100 @@ class StopOnNaN(keras.callbacks.Callback):
                 f"batch {batch}: {values}. Expected finite losses. Check the input "
                 "images for NaN or inf values, and try a lower learning rate."
             )
+
+
+class GumbelTemperatureSchedule(keras.callbacks.Callback):
+    """Anneals the temperature of every `GumbelQuantizer` of the model.
+
+    Exponential decay per training step, from `initial_temperature` to
+    `final_temperature` over `decay_steps` steps, then constant:
+
+        temperature(t) = initial * (final / initial) ** (min(t, decay_steps) / decay_steps)
+
+    where t counts the optimizer's updates before the step
+    (`model.optimizer.iterations`), so the first step of training runs at
+    `initial_temperature`, and a resumed or continued `fit` goes on where
+    the last one stopped. DALL-E anneals from 1 to 1/16 over its first
+    150,000 updates (there with a cosine schedule).
+
+    The quantizers are found through `self.model` and their `temperature`
+    variables assigned before each step whose temperature differs from the
+    last one's. Under JAX, reaching `self.model` mid-epoch writes the state
+    that `fit` keeps outside the variables back into them, and the step
+    reads them again: a little time on every step of the decay, none after
+    it.
+
+    Args:
+        decay_steps: the number of training steps to reach
+            `final_temperature`.
+        initial_temperature: the temperature of the first step, > 0.
+        final_temperature: the temperature from step `decay_steps` on, > 0.
+
+    Example:
+
+    ```python
+    model = vqkeras.models.VQVAE(encoder, decoder, GumbelQuantizer(512, 64))
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=10, callbacks=[GumbelTemperatureSchedule(decay_steps=5000)])
+    ```
+
+    Reference:
+        Ramesh et al., "Zero-Shot Text-to-Image Generation", 2021, appendix
+        A.2; Jang et al., "Categorical Reparameterization with
+        Gumbel-Softmax", 2017, section 4 (exponential annealing).
+    """
+
+    def __init__(self, decay_steps, initial_temperature=1.0, final_temperature=1.0 / 16):
+        super().__init__()
+        positive = dict(low=0.0, high=float("inf"), low_inclusive=False, high_inclusive=False)
+        self.decay_steps = validation.positive_int("decay_steps", decay_steps)
+        self.initial_temperature = validation.float_in_range(
+            "initial_temperature", initial_temperature, **positive
+        )
+        self.final_temperature = validation.float_in_range(
+            "final_temperature", final_temperature, **positive
+        )
+
+    def temperature(self, step):
+        """The temperature of training step `step` (counted from 0)."""
+        fraction = min(step, self.decay_steps) / self.decay_steps
+        return (
+            self.initial_temperature
+            * (self.final_temperature / self.initial_temperature) ** fraction
+        )
+
+    def _quantizers(self):
+        return [
+            layer
+            for layer in self.model._flatten_layers(include_self=False)
+            if isinstance(layer, GumbelQuantizer)
+        ]
+
+    def on_train_begin(self, logs=None):
+        if not self._quantizers():
+            raise ValueError(
+                "GumbelTemperatureSchedule anneals the temperature of GumbelQuantizer layers, "
+                f"and model '{self.model.name}' has none."
+            )
+        self._step = None
+        self._assigned = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._step is None:
+            # Read once per fit and counted here after: the optimizer's
+            # count carries over from earlier fits and restored checkpoints.
+            self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._begin = batch
+        temperature = self.temperature(self._step)
+        if temperature == self._assigned:
+            return
+        # Under JAX, `self.model` writes the state that `fit` keeps outside
+        # the variables mid-epoch back into them (Keras's `Callback.model`
+        # does), and the next step reads them again: it sees the new value.
+        for quantizer in self._quantizers():
+            quantizer.temperature.assign(temperature)
+        self._assigned = temperature
+
+    def on_train_batch_end(self, batch, logs=None):
+        # One call may run several steps (`steps_per_execution`).
+        self._step += batch - self._begin + 1

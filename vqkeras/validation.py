@@ -23,6 +23,19 @@ def non_negative_int(name, value):
     return int(value)
 
 
+def int_in_range(name, value, low, high):
+    """Returns `value` as an int, or raises if it is not an integer in [low, high]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not low <= value <= high
+    ):
+        raise ValueError(
+            f"`{name}` must be an integer in [{low}, {high}]. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
 def float_in_range(name, value, low, high, low_inclusive=True, high_inclusive=True):
     """Returns `value` as a float, or raises if it lies outside [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -5,8 +5,11 @@ from vqkeras.layers.conv_decoder import ConvDecoder
 from vqkeras.layers.conv_encoder import ConvEncoder
 from vqkeras.layers.diagonal_gaussian import DiagonalGaussian
 from vqkeras.layers.ema_vector_quantizer import EMAVectorQuantizer
+from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.layers.gaussian_sampler import GaussianSampler
+from vqkeras.layers.gumbel_quantizer import GumbelQuantizer
+from vqkeras.layers.lookup_free_quantizer import LookupFreeQuantizer
 from vqkeras.layers.masked_conv2d import MaskedConv2D
 from vqkeras.layers.quantizer import Quantizer
 from vqkeras.layers.residual_block import ResidualBlock
@@ -21,8 +24,11 @@ __all__ = [
     "ConvEncoder",
     "DiagonalGaussian",
     "EMAVectorQuantizer",
+    "FiniteScalarQuantizer",
     "GatedPixelCNNBlock",
     "GaussianSampler",
+    "GumbelQuantizer",
+    "LookupFreeQuantizer",
     "MaskedConv2D",
     "Quantizer",
     "ResidualBlock",

@@ -27,9 +27,13 @@ from vqkeras.layers import (
     ConvDecoder,
     ConvEncoder,
     EMAVectorQuantizer,
+    FiniteScalarQuantizer,
+    GumbelQuantizer,
+    LookupFreeQuantizer,
     ResidualVectorQuantizer,
     VectorQuantizer,
 )
+from vqkeras.layers.finite_scalar_quantizer import check_levels
 from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.rqvae import RQVAE
@@ -115,6 +119,7 @@ class FamilyParts:
     num_residual_blocks: int
     residual_channels: int | None
     num_embeddings: int
+    levels: tuple | None
     depth: int
     beta: float
     kl_weight: float
@@ -196,6 +201,35 @@ def _rqvae(parts):
     return RQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
 
 
+def fsq_levels(num_embeddings):
+    """FSQ levels that give at most `num_embeddings` codes, and close to it:
+    channels of 5 levels, most of the paper's recommended levels, and one
+    channel of 2 to 9 levels for the rest. For example 16 -> (3, 5) (15
+    codes), 512 -> (4, 5, 5, 5) (500), 1024 -> (8, 5, 5, 5) (1000, the
+    paper's choice for 2^10).
+
+    Raises:
+        ValueError: for fewer than 2 codes.
+    """
+    num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
+    if num_embeddings < 2:
+        raise ValueError(f"FSQ needs at least 2 codes. Received: num_embeddings={num_embeddings}")
+    fives = 0
+    while num_embeddings // 5**fives >= 10:
+        fives += 1
+    # 2 <= rest <= 9: the loop stops at the first rest below 10, and a rest
+    # after a division by 5 is at least 10 // 5.
+    return (num_embeddings // 5**fives,) + (5,) * fives
+
+
+def lfq_bits(num_embeddings):
+    """The bits of an LFQ of at most `num_embeddings` codes: floor(log2(K))."""
+    num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
+    if num_embeddings < 2:
+        raise ValueError(f"LFQ needs at least 2 codes. Received: num_embeddings={num_embeddings}")
+    return num_embeddings.bit_length() - 1
+
+
 @register_family("vqvae2", default_latent_dim=64, extra_downsampling=1)
 def _vqvae2(parts):
     """`VQVAE2` with EMA codebooks; the top grid is half the bottom one's size."""
@@ -211,6 +245,36 @@ def _vqvae2(parts):
     )
 
 
+@register_family("fsq-vae", default_latent_dim=4)
+def _fsq_vae(parts):
+    """`VQVAE` with a `FiniteScalarQuantizer` of `levels` (default: from
+    `num_embeddings`, see `fsq_levels`), with projections when `latent_dim`
+    differs from the number of levels."""
+    levels = parts.levels or fsq_levels(parts.num_embeddings)
+    quantizer = FiniteScalarQuantizer(levels, embedding_dim=parts.latent_dim)
+    return VQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
+
+
+@register_family("lfq-vae", default_latent_dim=9)
+def _lfq_vae(parts):
+    """`VQVAE` with a `LookupFreeQuantizer` of floor(log2(num_embeddings))
+    bits (9 for the default 512 codes), with projections when `latent_dim`
+    differs from the bits."""
+    quantizer = LookupFreeQuantizer(lfq_bits(parts.num_embeddings), embedding_dim=parts.latent_dim)
+    return VQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
+
+
+@register_family("gumbel-vae", default_latent_dim=64)
+def _gumbel_vae(parts):
+    """`VQVAE` with a straight-through `GumbelQuantizer` of `num_embeddings`
+    codes (anneal its temperature with
+    `vqkeras.callbacks.GumbelTemperatureSchedule`)."""
+    quantizer = GumbelQuantizer(
+        parts.num_embeddings, parts.latent_dim, straight_through=True, seed=parts.seed
+    )
+    return VQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
+
+
 def build_autoencoder(
     family,
     image_shape,
@@ -220,6 +284,7 @@ def build_autoencoder(
     num_residual_blocks=1,
     residual_channels=None,
     num_embeddings=512,
+    levels=None,
     depth=4,
     beta=1.0,
     kl_weight=1e-6,
@@ -233,21 +298,29 @@ def build_autoencoder(
             "klvae" (`KLVAE`), "vqvae" (`VQVAE`, gradient codebook),
             "ema-vqvae" (`VQVAE`, EMA codebook with dead-code restarts),
             "rqvae" (`RQVAE`, EMA codebooks per level), "vqvae2" (`VQVAE2`,
-            EMA codebooks; the top grid is half the bottom one's size), or
-            one registered with `register_family`.
+            EMA codebooks; the top grid is half the bottom one's size),
+            "fsq-vae" (`VQVAE`, `FiniteScalarQuantizer`), "lfq-vae"
+            (`VQVAE`, `LookupFreeQuantizer`), "gumbel-vae" (`VQVAE`,
+            straight-through `GumbelQuantizer`), or one registered with
+            `register_family`.
         image_shape: `(height, width, channels)`; height and width must be
             multiples of `2 ** len(channels)` (times 2 for "vqvae2").
         latent_dim: channels of the latent grid: of the code vectors for the
             VQ families, of the latent sample for the VAEs (the encoder
             outputs twice as many: mean and log-variance). Default: the
-            family's (4 for the continuous families, 64 for the discrete
-            ones).
+            family's (4 for the continuous families and "fsq-vae", 9 for
+            "lfq-vae", 64 for the other discrete ones).
         channels: channels of the encoder's stride-2 convolutions (their
             count sets the downsampling factor); the decoder mirrors them.
         num_residual_blocks: residual blocks in the encoder and the decoder.
         residual_channels: hidden channels of those blocks (default: a
             quarter of the widest of `channels`).
-        num_embeddings: codebook size K of the VQ families (per level).
+        num_embeddings: codebook size K of the VQ families (per level);
+            for "fsq-vae" and "lfq-vae", the most codes they may have: FSQ
+            levels from `fsq_levels(K)` unless `levels` are given, LFQ
+            with floor(log2(K)) bits.
+        levels: the FSQ levels of "fsq-vae", e.g. (8, 5, 5, 5) (default:
+            from `num_embeddings`).
         depth: quantization levels of "rqvae".
         beta: KL weight of "vae".
         kl_weight: KL weight of "klvae".
@@ -279,6 +352,7 @@ def build_autoencoder(
         num_residual_blocks=num_residual_blocks,
         residual_channels=residual_channels,
         num_embeddings=num_embeddings,
+        levels=None if levels is None else check_levels(levels),
         depth=depth,
         beta=beta,
         kl_weight=kl_weight,

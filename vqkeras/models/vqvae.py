@@ -12,7 +12,9 @@ class VQVAE(AutoencoderModel):
 
     Works with any `vqkeras.layers.Quantizer`: `VectorQuantizer` (codebook
     learned by gradients; logs `codebook_loss`), `EMAVectorQuantizer`
-    (codebook by moving averages), or a quantizer without a codebook. The
+    (codebook by moving averages), `GumbelQuantizer` (Gumbel-softmax
+    samples), or a quantizer without a codebook (`FiniteScalarQuantizer`,
+    `LookupFreeQuantizer`). The
     training loss is the reconstruction MSE plus the quantizer's loss terms.
     Fit logs: `loss`, `reconstruction_loss`, the quantizer's terms (e.g.
     [`codebook_loss`], `commitment_loss`), and the code `perplexity` and
