@@ -26,6 +26,7 @@ def small_model(family, channels=1):
         channels=(8, 16),
         num_embeddings=NUM_EMBEDDINGS,
         depth=2,
+        beta=0.1,
         kl_weight=1e-3,
     )
 
@@ -45,7 +46,9 @@ def test_fit_lowers_the_loss_and_logs_every_term(family):
 
     logged = ["loss", *model.loss_names, *(metric.name for metric in model.extra_metrics)]
     assert sorted(history.history) == sorted(logged + [f"val_{name}" for name in logged])
-    assert after["reconstruction_loss"] < 0.6 * before["reconstruction_loss"]
+    # Four short epochs: every family at least a third below where it started
+    # (a VAE's sampled latent is the slowest; a broken step stays near 1x).
+    assert after["reconstruction_loss"] < 0.67 * before["reconstruction_loss"]
     total = sum(after[name] for name in model.loss_names)
     np.testing.assert_allclose(after["loss"], total, rtol=1e-4)
     for name, value in after.items():
