@@ -4,14 +4,13 @@ AMX (issue 21), float16 on CPUs without AVX-512 FP16, and float32 for some
 batches of one. Its backward rejected the kernel of a 1-filter convolution as
 Keras lays it out (`slow_conv2d: grad_weight must be contiguous`)."""
 
-import os
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import gradients
+from conftest import gradients, subprocess_env
 
 from vqkeras.layers import ConvDecoder
 
@@ -81,8 +80,7 @@ assert all(np.isfinite(v[0]) for v in history.history.values()), history.history
 def test_fit_under_mixed_bfloat16_without_onednn_bfloat16(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", FIT_WITHOUT_ONEDNN_BFLOAT16],
-        env=dict(os.environ, KERAS_BACKEND="torch", ONEDNN_MAX_CPU_ISA="AVX2"),
-        # Not the repository root: `import vqkeras` must find the installed package.
+        env=subprocess_env(KERAS_BACKEND="torch", ONEDNN_MAX_CPU_ISA="AVX2"),
         cwd=tmp_path,
         capture_output=True,
         text=True,
