@@ -10,8 +10,8 @@ is nearest to vqkeras's, each image a file of its own, measured on the same
 pixels (the CIFAR-10 copy here is itself JPEG-derived: every codec sees
 those decoded pixels).
 
-    python benchmarks/image_compression.py --cifar10 ../shared/data/cifar10.npz \\
-        --mnist ../shared/data/mnist.npz --limit 500 [--out results.json]
+    python benchmarks/image_compression.py --cifar10 path/to/cifar10.npz \\
+        --mnist path/to/mnist.npz --limit 500 [--out results.json]
 
 Speeds exclude a warm-up call on a few images (tracing, first-call costs).
 """
