@@ -207,3 +207,36 @@ def check_class_labels(labels, num_classes, batch_size):
             f"Received shape={label_shape}."
         )
     check_indices(labels, num_classes, name="labels")
+
+
+def top_k(value, num_embeddings):
+    """Returns `value` as an int in [1, num_embeddings], or None if it is None."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not (1 <= value <= num_embeddings)
+    ):
+        raise ValueError(
+            f"`top_k` must be None or an integer in [1, {num_embeddings}]. Received: top_k={value!r}"
+        )
+    return int(value)
+
+
+def sample_labels(labels, num, num_classes):
+    """Returns the labels of `num` samples of a prior with `num_classes`
+    classes (None: unconditional) as a NumPy array, or None if none are given."""
+    if labels is None:
+        return None
+    if num_classes is None:
+        raise ValueError(
+            "This prior is unconditional (num_classes=None): `labels` are not accepted."
+        )
+    labels = np.asarray(ops.convert_to_numpy(labels))
+    if labels.shape != (num,):
+        raise ValueError(
+            f"Expected labels of shape ({num},), one per sample. Received shape={labels.shape}."
+        )
+    check_indices(labels, num_classes, name="labels")
+    return labels

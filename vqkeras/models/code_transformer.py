@@ -271,33 +271,12 @@ class CodeTransformer(LossTermsModel):
         temperature = validation.float_in_range(
             "temperature", temperature, 0.0, np.inf, low_inclusive=False, high_inclusive=False
         )
-        if top_k is not None:
-            if (
-                isinstance(top_k, bool)
-                or not isinstance(top_k, (int, np.integer))
-                or not (1 <= top_k <= self.num_embeddings)
-            ):
-                raise ValueError(
-                    f"`top_k` must be None or an integer in [1, {self.num_embeddings}]. "
-                    f"Received: top_k={top_k!r}"
-                )
-            top_k = int(top_k)
+        top_k = validation.top_k(top_k, self.num_embeddings)
         if top_p is not None:
             top_p = validation.float_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False)
         if seed is not None:
             seed = validation.non_negative_int("seed", seed)
-        if labels is not None:
-            if not self.conditional:
-                raise ValueError(
-                    "This prior is unconditional (num_classes=None): `labels` are not accepted."
-                )
-            labels = np.asarray(ops.convert_to_numpy(labels))
-            if labels.shape != (num,):
-                raise ValueError(
-                    f"Expected labels of shape ({num},), one per sample. "
-                    f"Received shape={labels.shape}."
-                )
-            validation.check_indices(labels, self.num_classes, name="labels")
+        labels = validation.sample_labels(labels, num, self.num_classes)
         if guidance_scale is not None:
             guidance_scale = validation.float_in_range(
                 "guidance_scale", guidance_scale, 0.0, np.inf, high_inclusive=False

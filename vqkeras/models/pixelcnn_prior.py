@@ -543,17 +543,7 @@ class PixelCNNPrior(LossTermsModel):
         temperature = validation.float_in_range(
             "temperature", temperature, 0.0, np.inf, low_inclusive=False, high_inclusive=False
         )
-        if top_k is not None:
-            if (
-                isinstance(top_k, bool)
-                or not isinstance(top_k, (int, np.integer))
-                or not (1 <= top_k <= self.num_embeddings)
-            ):
-                raise ValueError(
-                    f"`top_k` must be None or an integer in [1, {self.num_embeddings}]. "
-                    f"Received: top_k={top_k!r}"
-                )
-            top_k = int(top_k)
+        top_k = validation.top_k(top_k, self.num_embeddings)
         if seed is not None:
             seed = validation.non_negative_int("seed", seed)
         if self.conditional and labels is None:
@@ -561,18 +551,8 @@ class PixelCNNPrior(LossTermsModel):
                 f"This prior is class-conditional (num_classes={self.num_classes}): "
                 f"`labels` of shape ({num},) are required."
             )
+        labels = validation.sample_labels(labels, num, self.num_classes)
         if labels is not None:
-            if not self.conditional:
-                raise ValueError(
-                    "This prior is unconditional (num_classes=None): `labels` are not accepted."
-                )
-            labels = np.asarray(ops.convert_to_numpy(labels))
-            if labels.shape != (num,):
-                raise ValueError(
-                    f"Expected labels of shape ({num},), one per sample. "
-                    f"Received shape={labels.shape}."
-                )
-            validation.check_indices(labels, self.num_classes, name="labels")
             labels = ops.convert_to_tensor(labels, dtype="int32")
         if condition is not None:
             condition = np.asarray(ops.convert_to_numpy(condition))
