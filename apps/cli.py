@@ -1,4 +1,4 @@
-"""The `vqkeras` command (also `python -m vqkeras.apps`):
+"""The `vqkeras` command (launched by `vqkeras_cli`; also `python -m vqkeras.apps`):
 
     vqkeras zoo list | zoo info NAME     the shipped presets
     vqkeras evaluate MODEL --input ...   reconstruction and codebook metrics
@@ -11,7 +11,7 @@
 
 Each command prints a JSON summary on stdout; warnings, notices and progress
 bars go to stderr. Errors are one line on stderr with exit code 2 (`--debug`
-shows the traceback).
+shows the traceback, and TensorFlow's start-up lines that the launcher hides).
 """
 
 import argparse
@@ -315,8 +315,16 @@ def build_parser():
     )
     # The factory's registry: a registered family is a choice.
     training.add_argument("--family", required=True, choices=FAMILIES, help="model family")
+    # --input too: the other commands' name for the same thing.
     training.add_argument(
-        "--data", required=True, nargs="+", action="extend", metavar="INPUT", help=INPUT_HELP
+        "--data",
+        "--input",
+        dest="data",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="INPUT",
+        help=INPUT_HELP,
     )
     training.add_argument(
         "--split",

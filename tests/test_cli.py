@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -85,6 +86,41 @@ def test_damaged_npz(tmp_path, capsys):
     (tmp_path / "bad.npz").write_bytes(b"not a zip file")
     assert main(["evaluate", "vqvae_mnist", "--input", str(tmp_path / "bad.npz")]) == 2
     assert "Cannot read" in capsys.readouterr().err
+
+
+def test_the_command_prints_its_own_lines_only(tmp_path):
+    # The console script's launcher: a run's stderr holds no native start-up
+    # notices of TensorFlow (nor anything else that is not vqkeras's own).
+    result = subprocess.run(
+        [sys.executable, "-m", "vqkeras_cli", "evaluate", "vqvae_mnist", "--input", "sample:mnist"]
+        + ["--limit", "8"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"] == 8
+    foreign = [line for line in result.stderr.splitlines() if not line.startswith("vqkeras:")]
+    assert foreign == []
+
+
+def test_the_launcher_filters_native_start_up_lines_only(capfd):
+    from vqkeras_cli import native_startup_lines_filtered
+
+    native = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+        "I0000 00:00:1796096601.933972   14420 port.cc:153] oneDNN custom operations are on.\n",
+        "W0000 00:00:1796096601.969957   14420 cpu_feature_guard.cc:227] This TensorFlow binary\n",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+        "TensorFlow with the appropriate compiler flags.\n",
+    ]
+    kept = ["E0000 00:00:1796096601.9 14420 loader.cc:9] a native error\n", "Traceback: kept\n"]
+    with native_startup_lines_filtered():
+        for line in [native[0], kept[0], *native[1:], kept[1]]:
+            os.write(2, line.encode())
+    assert capfd.readouterr().err == "".join(kept)
 
 
 def test_module_entry_point_help(tmp_path):
@@ -177,3 +213,13 @@ def test_evaluate_the_priors_of_a_vqvae2(tmp_path, capsys):
         np.testing.assert_allclose(
             metrics["nll_nats_per_code"], expected[level]["nll_nats_per_code"], rtol=1e-5
         )
+
+
+def test_train_takes_its_images_as_input_or_data():
+    from vqkeras.apps.cli import build_parser
+
+    for flag in ("--input", "--data"):
+        args = build_parser().parse_args(
+            ["train", "--family", "ae", flag, "a/", "b.npz"] + ["--out", "r"]
+        )
+        assert args.data == ["a/", "b.npz"]
