@@ -123,6 +123,17 @@ def _non_negative_int(text):
     return value
 
 
+def _augmentation_list(text):
+    from vqkeras.augmentation import AUGMENTATIONS
+
+    names = [name.strip() for name in text.split(",")]
+    if not names or any(name not in AUGMENTATIONS for name in names):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {', '.join(AUGMENTATIONS)}; received {text!r}"
+        )
+    return names
+
+
 def _add_model_option(parser, help="preset name (vqkeras zoo list) or preset folder"):
     parser.add_argument("--model", required=True, metavar="PRESET_OR_DIR", help=help)
 
@@ -182,6 +193,7 @@ def _first_paragraph(module):
 def build_parser():
     from vqkeras.apps import compress, demo, evaluate, export_latents, reconstruct, sample, train
     from vqkeras.apps.inputs import INPUT_HELP
+    from vqkeras.augmentation import AUGMENTATIONS
     from vqkeras.models.factory import FAMILIES
 
     parser = argparse.ArgumentParser(
@@ -387,6 +399,16 @@ def build_parser():
         action="store_true",
         help="train data-parallel on all local devices, --batch-size being the global batch "
         "(JAX and TensorFlow; see docs/distributed.md)",
+    )
+    training.add_argument(
+        "--augment",
+        nargs="?",
+        const="flip,shift",
+        type=_augmentation_list,
+        metavar="KINDS",
+        help="augment the training images in the input pipeline: a comma-separated subset of "
+        + "; ".join(f"{name}: {what}" for name, what in AUGMENTATIONS.items())
+        + " (bare --augment: flip,shift; digits and text want shift only; default: none)",
     )
     training.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     training.set_defaults(run=_train)

@@ -24,6 +24,11 @@ multiple of the device count. So that every batch splits evenly, the training
 images and the images validated after each epoch are cut to a multiple of the
 device count (at most count - 1 dropped; metrics.json says how many).
 
+--augment flips and shifts the training images at random (Keras's
+preprocessing layers in the tf.data input pipeline, on every backend; see
+`vqkeras.augmentation`); `--augment shift` for digits and text, which flips
+would turn into other symbols.
+
 Interrupted? Run the same command again: training resumes from the last
 completed epoch (a larger --epochs trains further). A folder that holds a run
 with other settings, or other files, is refused: choose a new --out.
@@ -39,6 +44,7 @@ from vqkeras import distribution
 from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images
 from vqkeras.apps.outputs import describe_input
+from vqkeras.augmentation import augmentation_layers
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models.factory import build_autoencoder
@@ -190,6 +196,7 @@ def run(args):
                 "epochs": len(trained.timer.epochs),
                 "batch_size": args.batch_size,
                 "devices": devices,
+                "augmentation": args.augment,
             },
             "metrics": trained.evaluation,
         }
@@ -213,5 +220,6 @@ def run(args):
             ReconstructionGrid(x_val_even[:grid_images], os.path.join(args.out, "reconstructions")),
         ],
         verbose=0 if args.quiet else 2,
+        augmentation=augmentation_layers(args.augment, seed=args.seed) if args.augment else None,
     )
     return trained.metrics

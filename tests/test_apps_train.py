@@ -54,6 +54,23 @@ def test_train_writes_a_run_resumes_it_and_refuses_other_settings(data, tmp_path
     assert "other settings (seed: 0 -> 5)" in capsys.readouterr().err
 
 
+def test_train_augments_on_request(data, tmp_path, capsys):
+    assert train(data, tmp_path / "run", "--epochs", "1", "--augment", "shift") == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 1
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert settings["augment"] == ["shift"]
+    metadata = json.loads((tmp_path / "run" / "preset" / "metadata.json").read_text())
+    assert metadata["training"]["augmentation"] == ["shift"]
+
+    from vqkeras.apps.cli import build_parser
+
+    bare = ["train", "--family", "ae", "--data", data, "--out", "r", "--augment"]
+    assert build_parser().parse_args(bare).augment == ["flip", "shift"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*bare, "flip,rotate"])
+    assert "subset of flip, shift; received 'flip,rotate'" in capsys.readouterr().err
+
+
 def test_train_refuses_a_folder_with_other_files_and_bad_arguments(data, tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from vqkeras import distribution, validation
+from vqkeras.augmentation import augmented_batches
 from vqkeras.file_io import write_json_atomic
 
 PRESET_DIR = "preset"
@@ -215,12 +216,17 @@ def fit_resumable(
     time_limit_minutes=None,
     callbacks=(),
     verbose=2,
+    augmentation=None,
+    seed=None,
 ):
     """`model.fit` with logs, per-epoch checkpoints and resumption (see the
     module docstring).
 
     The model must be built and compiled first, so that the backup has
-    variables to restore into.
+    variables to restore into. With `augmentation` layers (e.g.
+    `vqkeras.augmentation.augmentation_layers(["flip", "shift"])`), an
+    autoencoder's images `x` are shuffled (seeded by `seed`), batched and
+    augmented in a tf.data pipeline (`vqkeras.augmentation.augmented_batches`).
 
     Returns:
         `(history, timer)`: the `History` of this session and the
@@ -231,10 +237,18 @@ def fit_resumable(
             f"fit_resumable needs a built and compiled model; received {model.name!r} with "
             f"built={model.built}, compiled={model.compiled}."
         )
+    timer_images = len(x)
+    if augmentation is not None:
+        if y is not None:
+            raise ValueError(
+                "augmentation= transforms an autoencoder's images, which are also its targets; "
+                f"received targets y of shape {np.shape(y)} too."
+            )
+        x, batch_size = augmented_batches(x, batch_size, augmentation, seed=seed), None
     resume = is_resuming(out_dir)
     checkpoint_dir = os.path.join(out_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
-    timer = EpochTimer(os.path.join(out_dir, "timing.json"), len(x), resume)
+    timer = EpochTimer(os.path.join(out_dir, "timing.json"), timer_images, resume)
     all_callbacks = [
         timer,
         keras.callbacks.CSVLogger(os.path.join(out_dir, "training_log.csv"), append=resume),
@@ -254,6 +268,7 @@ def fit_resumable(
         validation_data=validation_data,
         callbacks=all_callbacks,
         verbose=verbose,
+        shuffle=augmentation is None,  # the augmentation pipeline shuffles
     )
     return history, timer
 
@@ -300,6 +315,7 @@ def train_and_evaluate(
     distribute=False,
     callbacks=(),
     verbose=2,
+    augmentation=None,
 ):
     """Builds, compiles, fits resumably and evaluates an autoencoder; given a
     `report`, saves its metrics and the model as a preset.
@@ -342,6 +358,8 @@ def train_and_evaluate(
             so that its batches need not split evenly over the devices.
         callbacks: more callbacks for `fit`.
         verbose: verbosity of `fit`.
+        augmentation: random preprocessing layers applied to the training
+            images in the input pipeline (see `fit_resumable`); None: none.
 
     Returns:
         The `TrainingRun`.
@@ -373,6 +391,8 @@ def train_and_evaluate(
             time_limit_minutes=time_limit_minutes,
             callbacks=callbacks,
             verbose=verbose,
+            augmentation=augmentation,
+            seed=seed,
         )
         fit_time = time.perf_counter() - start
     start = time.perf_counter()
