@@ -142,10 +142,14 @@ def _with_nan():
 
 
 BAD_IMAGES = [
-    (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\)"),
-    (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)"),
+    (np.zeros((4, 16, 16), "uint8"), ValueError, r"rank 4.*\(4, 16, 16\).*images\[\.\.\., None\]"),
+    (np.zeros((16, 16, 1), "uint8"), ValueError, r"rank 4.*One image\? .*images\[None\]"),
+    (np.zeros((4, 16, 16, 3), "uint8"), ValueError, r"1 channel\(s\).*3 channel\(s\)\.$"),
+    (np.zeros((4, 1, 16, 16), "uint8"), ValueError, r"16 channel\(s\)\. Channels first\?"),
     (np.zeros((4, 18, 18, 1), "uint8"), ValueError, r"multiples of \d+.*height 18"),
-    (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"uint8 in \[0, 255\].*dtype=int32"),
+    (np.zeros((4, 16, 16, 1), "int32"), TypeError, r"dtype=int32\. .*astype\('uint8'\)"),
+    ([np.zeros((16, 16, 1), "uint8")] * 2, TypeError, r"one array.*list of 2 ndarray.*np\.stack"),
+    (["a.png", "b.png"], TypeError, r"list of 2 str: file paths\?"),
     (np.full((4, 16, 16, 1), "a"), TypeError, r"floats in \[0, 1\].*dtype=<U1"),
     # The most common mistake: floats left on the [0, 255] scale.
     (np.full((4, 16, 16, 1), 255.0, "float32"), ValueError, r"in \[0, 1\].*\[255, 255\].*255"),

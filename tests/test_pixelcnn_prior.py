@@ -206,6 +206,8 @@ def test_bad_inputs_raise_clear_errors():
         prior((grids.reshape(4, 16), labels))
     with pytest.raises(ValueError, match=r"shape \(batch, 4, 4\)\. Received shape=\(4, 5, 4\)"):
         prior((np.zeros((4, 5, 4), dtype="int32"), labels))
+    with pytest.raises(ValueError, match=r"Received shape=\(4, 4\)\. One grid\? .*grids\[None\]"):
+        prior((grids[0], labels[:1]))
     with pytest.raises(ValueError, match=r"labels in \[0, 3\)\. Received values in \[0, 3\]"):
         prior.fit(grids, np.array([0, 1, 2, 3]), verbose=0)
     with pytest.raises(ValueError, match="class-conditional.*labels.*required"):

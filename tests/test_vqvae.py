@@ -89,6 +89,8 @@ def test_bad_indices_get_clear_errors():
         model.decode_indices(np.zeros((2, 4, 4), "float32"))
     with pytest.raises(ValueError, match=r"\(batch, height, width\).*\(2, 16\)"):
         model.decode_indices(np.zeros((2, 16), "int32"))
+    with pytest.raises(ValueError, match=r"\(4, 4\)\. One grid\? .*indices\[None\]"):
+        model.decode_indices(np.zeros((4, 4), "int32"))
 
 
 def test_mismatched_parts_are_rejected_at_construction():

@@ -90,22 +90,46 @@ def check_image_batch(images, channels, factor=1, name="images"):
             total downsampling).
         name: how to call the input in error messages.
     """
+    if isinstance(images, (list, tuple)):
+        kinds = sorted({type(item).__name__ for item in images})
+        hint = (
+            "file paths? Read them into a uint8 array first (the vqkeras command line reads "
+            "image files)"
+            if kinds == ["str"]
+            else "stack them into one array: np.stack(images)"
+        )
+        raise TypeError(
+            f"Expected {name} as one array of shape (batch, height, width, channels). "
+            f"Received a {type(images).__name__} of {len(images)} {'/'.join(kinds)}: {hint}."
+        )
     dtype = dtype_of(images)
     if dtype != "uint8" and "float" not in dtype:
+        hint = ""
+        if "int" in dtype:
+            hint = " Pixel values in [0, 255]? Pass images.astype('uint8')."
         raise TypeError(
             f"Expected {name} as floats in [0, 1] or uint8 in [0, 255]. Received dtype={dtype}."
+            + hint
         )
     shape = tuple(images.shape)
     expected = f"(batch, height, width, {channels if channels else 'channels'})"
     if len(shape) != 4:
+        hint = ""
+        if len(shape) == 3 and channels is not None and shape[-1] == channels:
+            hint = " One image? Add the batch axis: images[None]."
+        elif len(shape) == 3 and channels == 1:
+            hint = " Grayscale without a channel axis? Add it: images[..., None]."
         raise ValueError(
             f"Expected {name} of rank 4 with shape {expected}. "
-            f"Received shape={shape} (rank {len(shape)})."
+            f"Received shape={shape} (rank {len(shape)}).{hint}"
         )
     if channels is not None and shape[-1] is not None and shape[-1] != channels:
+        hint = ""
+        if shape[1] == channels:
+            hint = " Channels first? Transpose: np.transpose(images, (0, 2, 3, 1))."
         raise ValueError(
             f"Expected {name} with {channels} channel(s), shape {expected}. "
-            f"Received shape={shape} with {shape[-1]} channel(s)."
+            f"Received shape={shape} with {shape[-1]} channel(s).{hint}"
         )
     for axis, size in zip(("height", "width"), shape[1:3]):
         if size is not None and size % factor:
@@ -178,8 +202,9 @@ def check_code_grids(indices, code_shape, num_embeddings):
         size is not None and size != wanted for size, wanted in zip(shape[1:], code_shape)
     ):
         expected = ", ".join(map(str, code_shape))
+        hint = " One grid? Add the batch axis: grids[None]." if shape == tuple(code_shape) else ""
         raise ValueError(
-            f"Expected code grids of shape (batch, {expected}). Received shape={shape}."
+            f"Expected code grids of shape (batch, {expected}). Received shape={shape}.{hint}"
         )
     check_indices(indices, num_embeddings, name="code indices")
 

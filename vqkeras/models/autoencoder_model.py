@@ -145,7 +145,7 @@ class AutoencoderModel(LossTermsModel):
     def _check_array_input(self, x):
         # Arrays are checked before Keras converts them, so a bad dtype or
         # shape fails here with a clear message rather than inside a backend.
-        if isinstance(x, np.ndarray):
+        if isinstance(x, (np.ndarray, list, tuple)):
             self.check_images(x)
 
     def fit(self, x=None, *args, **kwargs):

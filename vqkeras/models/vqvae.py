@@ -150,9 +150,14 @@ class VQVAE(AutoencoderModel):
             ("batch", "height", "width", self.quantizer.embedding_dim)
         )
         if len(shape) != len(expected):
+            hint = (
+                " One grid? Add the batch axis: indices[None]."
+                if len(shape) + 1 == len(expected)
+                else ""
+            )
             raise ValueError(
                 f"Expected indices of shape ({', '.join(map(str, expected))}). "
-                f"Received shape={shape}."
+                f"Received shape={shape}.{hint}"
             )
         latents = self.quantizer.indices_to_codes(indices)
         return self.decode(ops.cast(latents, self.compute_dtype))
