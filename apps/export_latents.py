@@ -45,14 +45,14 @@ GRID_IMAGES = 64
 GRID_COLUMNS = 8
 
 
-def _format_of(path, requested):
+def _format_of(path, requested, flag="--out"):
     if requested:
         return requested
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
     if suffix not in FORMATS:
         raise ValueError(
-            f"Cannot tell the format of --out {path!r} from its suffix: expected .npz, .npy or "
-            ".jsonl, or pass --format."
+            f"Cannot tell the format of {flag} {path!r} from its suffix: expected .npz, .npy or "
+            ".jsonl" + (", or pass --format." if flag == "--out" else " (a file of codes).")
         )
     return suffix
 
@@ -183,7 +183,7 @@ def read_codes(path):
     by `vqkeras sample`); labels, names and model name may be None."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Codes file {path!r} does not exist.")
-    format = _format_of(path, None)
+    format = _format_of(path, None, flag="--decode")
     if format == "jsonl":
         codes, labels, names, model_name = _read_jsonl(path)
     else:

@@ -176,6 +176,14 @@ def _to_uint8(images, source, batch=True):
     images = np.asarray(images)
     if images.ndim == 3 - (not batch):
         images = images[..., None]
+    channel_axis = 1 if batch else 0
+    if (
+        images.ndim == 4 - (not batch)
+        and images.shape[-1] not in (1, 3, 4)
+        and images.shape[channel_axis] in (1, 3, 4)
+    ):
+        images = np.moveaxis(images, channel_axis, -1)
+        notice(f"{source!r} holds channels-first images: read them as {images.shape}.")
     expected = "(N, height, width[, channels])" if batch else "(height, width[, channels])"
     if images.ndim != 4 - (not batch) or images.shape[-1] not in (1, 3, 4):
         raise ValueError(

@@ -141,6 +141,9 @@ def test_codes_that_do_not_fit_get_clear_errors(vqvae_preset, tmp_path, capsys):
     assert code == 2 and "has the code grids ['indices']; received ['top']" in err
     code, err = run(capsys, *decode, tmp_path / "missing.npz")
     assert code == 2 and "missing.npz' does not exist" in err
+    (tmp_path / "digit.png").write_bytes(b"an image, not codes")
+    code, err = run(capsys, *decode, tmp_path / "digit.png")
+    assert code == 2 and "format of --decode" in err and "(a file of codes)" in err
 
 
 def test_models_without_codes_are_refused(tmp_path, capsys):

@@ -97,6 +97,14 @@ def test_samples_npz_and_limits(tmp_path):
         load_images(str(tmp_path / "range.npz"))
 
 
+def test_channels_first_arrays_are_transposed_with_a_notice(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 6), dtype="uint8")
+    np.savez(tmp_path / "nchw.npz", images=images)
+    result = load_images(str(tmp_path / "nchw.npz"))
+    np.testing.assert_array_equal(result.images, np.transpose(images, (0, 2, 3, 1)))
+    assert "holds channels-first images: read them as (2, 8, 6, 3)" in capsys.readouterr().err
+
+
 def test_collections_stand_alone(tmp_path):
     path = write_png(tmp_path / "a.png", np.zeros((8, 8), "uint8"))
     with pytest.raises(ValueError, match="'sample:mnist' cannot be combined"):
