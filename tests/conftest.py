@@ -1,5 +1,7 @@
 """Shared test helpers. The suite runs once per backend: KERAS_BACKEND=tensorflow|jax|torch."""
 
+import zlib
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +9,42 @@ import pytest
 from vqkeras.layers import ConvDecoder, ConvEncoder, EMAVectorQuantizer, VectorQuantizer
 from vqkeras.models import VQVAE, LossTermsModel
 from vqkeras.models.optimizer_groups import OptimizerGroup
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--every-backend",
+        action="store_true",
+        help="run every slow test on this backend, not only the third this backend owns",
+    )
+
+
+def slow_test_owners(items):
+    """The backend whose suite run runs each slow test: the one named by
+    `@pytest.mark.slow(backend=...)`, or else the parameters of each slow test
+    function dealt out over the three backends in turn (starting from a hash of
+    the function's name), so that they run once, not three times."""
+    owners, dealt = {}, {}
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            continue
+        function = f"{item.path.name}::{item.originalname}"
+        turn = dealt.setdefault(function, zlib.crc32(function.encode()))
+        dealt[function] += 1
+        owners[item] = marker.kwargs.get("backend") or BACKENDS[turn % len(BACKENDS)]
+    return owners
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--every-backend"):
+        return
+    backend = keras.config.backend()
+    for item, owner in slow_test_owners(items).items():
+        if owner != backend:
+            item.add_marker(pytest.mark.skip(reason=f"slow: runs in the {owner} suite run"))
 
 
 @pytest.fixture(autouse=True)

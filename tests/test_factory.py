@@ -28,15 +28,13 @@ CLASSES = {
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_each_family_is_built_trains_and_reconstructs(family):
+def test_each_family_is_built_and_measured(family):
     images = blob_images(8, channels=3)
     model = build_autoencoder(
         family, (16, 16, 3), channels=(8, 16), num_embeddings=16, latent_dim=4, depth=2
     )
     assert type(model) is CLASSES[family] and model.built and model.name == family.replace("-", "_")
-    model.compile(optimizer="adam")
-    history = model.fit(images, epochs=1, batch_size=8, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    # (Training every family is the family contract's job: tests/test_family_contract.py.)
     metrics = evaluate_reconstructions(model, images)
     assert metrics["images"] == 8 and np.isfinite(metrics["psnr_db"])
     if family == "vqvae2":

@@ -89,6 +89,7 @@ def test_codes_are_described_without_a_forward_pass_and_decode_back(family):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_keras_file_and_weights_file_round_trips(family, tmp_path):
     images = blob_images(32)
@@ -123,11 +124,11 @@ def _saving_backend(family):
     return ("tensorflow", "jax", "torch")[list(FAMILIES).index(family) % 3]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, marks=pytest.mark.slow(backend=_saving_backend(f))) for f in FAMILIES],
+)
 def test_weights_load_on_the_other_backends(family, tmp_path):
-    if keras.config.backend() != _saving_backend(family):
-        pytest.skip(f"{family}'s weights are saved under {_saving_backend(family)} and loaded here")
     images = blob_images(16, channels=3)
     model = small_model(family, channels=3)
     model.compile(optimizer="adam")
@@ -158,23 +159,25 @@ BAD_IMAGES = [
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("images, error, message", BAD_IMAGES)
-def test_bad_images_get_clear_errors(family, images, error, message):
+def test_bad_images_get_clear_errors(family):
+    # One model per family, every bad batch through each entry point.
     model = small_model(family)
     model.compile(optimizer="adam")
-    calls = [
-        lambda: model.fit(images, verbose=0),
-        lambda: model.predict(images, verbose=0),
-        lambda: model.evaluate(images, verbose=0),
-        lambda: model.encode(images),
+    entry_points = [
+        lambda images: model.fit(images, verbose=0),
+        lambda images: model.predict(images, verbose=0),
+        lambda images: model.evaluate(images, verbose=0),
+        model.encode,
     ]
     if model.code_grids():
-        calls.append(lambda: model.encode_indices(images))
-    for call in calls:
-        with pytest.raises(error, match=message):
-            call()
+        entry_points.append(model.encode_indices)
+    for images, error, message in BAD_IMAGES:
+        for entry_point in entry_points:
+            with pytest.raises(error, match=message):
+                entry_point(images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mixed_bfloat16_keeps_codes_and_losses_in_float32(family):
     keras.config.set_dtype_policy("mixed_bfloat16")
