@@ -109,7 +109,7 @@ class PerceptualLoss(layers.Layer):
         self.extractor = keras.Model(
             feature_model.inputs,
             [feature_model.get_layer(name).output for name in self.layer_names],
-            name=f"{feature_model.name}_features",
+            name=feature_model.name,
         )
         self.extractor.trainable = False
 
