@@ -130,7 +130,12 @@ class _GradientProbe(VQGAN):
         super().__init__(*args, **kwargs)
         self.probes = [
             keras.metrics.Mean(name=name)
-            for name in ("d_term_at_decoder", "d_term_at_discriminator", "g_term_at_decoder")
+            for name in (
+                "d_term_at_decoder",
+                "d_term_at_discriminator",
+                "g_term_at_decoder",
+                "reconstruction_at_decoder",
+            )
         ]
 
     def adaptive_loss_weights(self, terms, gradient_norm):
@@ -140,6 +145,8 @@ class _GradientProbe(VQGAN):
         weights["d_term_at_decoder"] = gradient_norm(d_terms, decoder)
         weights["d_term_at_discriminator"] = gradient_norm(d_terms, discriminator)
         weights["g_term_at_decoder"] = gradient_norm(["generator_loss"], decoder)
+        reconstruction_terms = ["reconstruction_loss", "perceptual_loss"]
+        weights["reconstruction_at_decoder"] = gradient_norm(reconstruction_terms, decoder)
         return weights
 
     @property
@@ -152,18 +159,25 @@ class _GradientProbe(VQGAN):
             probe.update_state(outputs["loss_weights"][probe.name])
 
 
-def test_the_discriminator_term_sends_no_gradient_into_the_autoencoder():
+def test_gradients_of_the_terms_and_the_adaptive_weight():
     model = _GradientProbe(
         encoder=ConvEncoder(8, channels=(8, 8), num_residual_blocks=0),
         decoder=ConvDecoder(1, channels=(8, 8), num_residual_blocks=0),
         quantizer=VectorQuantizer(16, 8),
         discriminator=PatchDiscriminator(filters=4, num_layers=2),
+        perceptual_loss=_perceptual_loss(),
+        discriminator_weight=0.5,
         lecam_weight=0.5,
     )
     logs = _compiled(model).fit(blob_images(8), batch_size=8, epochs=1, verbose=0).history
+    # The discriminator's terms reach the discriminator, not the autoencoder.
     assert logs["d_term_at_decoder"] == [0.0]
     assert logs["d_term_at_discriminator"][0] > 0
-    assert logs["g_term_at_decoder"][0] > 0
+    # The generator's weight: discriminator_weight * ||grad L_rec|| / (||grad L_gen|| + 1e-4).
+    generator, reconstruction = logs["g_term_at_decoder"][0], logs["reconstruction_at_decoder"][0]
+    assert generator > 0 and reconstruction > 0
+    expected = 0.5 * min(reconstruction / (generator + 1e-4), 1e4)
+    np.testing.assert_allclose(logs["adaptive_weight"][0], expected, rtol=1e-5)
 
 
 def test_the_adaptive_weight_is_measured_at_the_decoders_output_kernel():
