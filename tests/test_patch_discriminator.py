@@ -47,7 +47,9 @@ def test_each_images_logits_ignore_the_rest_of_the_batch(normalization):
 
 def test_gradients_reach_the_images_and_every_weight():
     discriminator = PatchDiscriminator(filters=4, num_layers=2)
-    grads = gradients(discriminator, _images(2, channels=1), lambda y: keras.ops.sum(y))
+    images = _images(2, channels=1)
+    discriminator.build(images.shape)
+    grads = gradients(discriminator, images, lambda y: keras.ops.sum(y))
     assert len(grads) == 1 + len(discriminator.trainable_variables)
     assert all(g is not None and np.any(g != 0) for g in grads)
 

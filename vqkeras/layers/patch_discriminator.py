@@ -39,6 +39,8 @@ class PatchDiscriminator(layers.Layer):
         inputs: images `(B, H, W, C)` on the [-1, 1] scale (what the
             autoencoders' encoders see), H and W multiples of
             `2 ** num_layers`.
+        training: accepted and ignored: the layer computes the same in
+            training and inference.
 
     Returns:
         Logits `(B, H / 2 ** num_layers, W / 2 ** num_layers, 1)`, in the
@@ -111,7 +113,9 @@ class PatchDiscriminator(layers.Layer):
                 normalization.build(shape)
         self.output_conv.build(shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        # `training` changes nothing (no dropout, no batch statistics); it is
+        # accepted for callers that pass it explicitly (`stateless_call`).
         x = inputs
         for convolution, normalization in zip(self.convolutions, self.normalizations):
             x = convolution(x)
