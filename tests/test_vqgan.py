@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import blob_images, to_numpy
 
+import vqkeras
 from vqkeras.layers import (
     ConvDecoder,
     ConvEncoder,
@@ -220,9 +221,9 @@ def test_as_vqvae_is_the_inference_model_without_the_discriminator(tmp_path):
     np.testing.assert_array_equal(
         vqvae.predict(images, verbose=0), model.predict(images, verbose=0)
     )
-    vqvae.save(tmp_path / "vqvae.keras")
-    loaded = keras.saving.load_model(tmp_path / "vqvae.keras")
-    assert not hasattr(loaded, "discriminator")
+    vqvae.save_to_preset(tmp_path / "preset")
+    loaded = vqkeras.from_preset(str(tmp_path / "preset"))
+    assert type(loaded) is VQVAE and not hasattr(loaded, "discriminator")
     np.testing.assert_allclose(
         to_numpy(loaded.decode_indices(model.encode_indices(images))),
         to_numpy(model.decode_indices(model.encode_indices(images))),
