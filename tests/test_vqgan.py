@@ -82,6 +82,9 @@ def test_fit_lowers_the_reconstruction_loss_and_logs_every_term():
     # Both optimizers took every step; the step counter agrees.
     assert [int(o.iterations.numpy()) for o in model.optimizer.optimizers.values()] == [8, 8]
     assert int(to_numpy(model.train_steps)) == 8
+    # LeCAM's moving averages follow the logits in training.
+    assert float(to_numpy(model.lecam_ema_real)) != 0.0
+    assert float(to_numpy(model.lecam_ema_fake)) != 0.0
     assert all(w > 0 for w in history.history["adaptive_weight"])
 
 
@@ -311,3 +314,34 @@ def test_mixed_float16_trains_with_float32_loss_terms():
     history = model.fit(images, batch_size=8, epochs=2, verbose=0).history
     assert all(np.isfinite(v).all() for v in history.values())
     assert history["adaptive_weight"][-1] > 0
+
+
+@pytest.mark.parametrize("adversarial_loss", ["hinge", "non_saturating"])
+def test_loss_terms_are_the_losses_of_the_outputs(adversarial_loss):
+    images = blob_images(4)
+    model = small_vqgan(adversarial_loss=adversarial_loss, perceptual_weight=0.3, lecam_weight=0.2)
+    terms, outputs = model.compute_losses(images, training=False)
+    terms = {name: float(to_numpy(value)) for name, value in terms.items()}
+    real, fake = to_numpy(outputs["real_logits"]), to_numpy(outputs["stopped_fake_logits"])
+    np.testing.assert_allclose(fake, to_numpy(outputs["fake_logits"]), rtol=1e-6)
+    assert real.shape == fake.shape == (4, 4, 4, 1)
+    if adversarial_loss == "hinge":
+        d_loss = np.mean(np.maximum(1 - real, 0)) + np.mean(np.maximum(1 + fake, 0))
+        g_loss = -np.mean(fake)
+    else:
+        softplus = lambda x: np.logaddexp(0.0, x)  # noqa: E731
+        d_loss = np.mean(softplus(-real)) + np.mean(softplus(fake))
+        g_loss = np.mean(softplus(-fake))
+    # Not trained yet: LeCAM's moving averages are 0.
+    lecam = 0.2 * (np.mean(real**2) + np.mean(fake**2))
+    perceptual = 0.3 * np.mean(to_numpy(outputs["perceptual_distance"]))
+    for name, expected in (
+        ("discriminator_loss", d_loss),
+        ("generator_loss", g_loss),
+        ("lecam_loss", lecam),
+        ("perceptual_loss", perceptual),
+    ):
+        np.testing.assert_allclose(terms[name], expected, rtol=1e-5, atol=1e-7, err_msg=name)
+    # An inference pass neither counts a step nor moves the averages.
+    assert int(to_numpy(model.train_steps)) == 0
+    assert float(to_numpy(model.lecam_ema_real)) == 0.0
