@@ -34,7 +34,10 @@ class VQGAN(VQVAE):
       0, 1e4)`, both gradients taken at the decoder's last kernel, L_rec
       being the reconstruction plus perceptual terms; so the adversarial
       gradient reaching the decoder is as large as the reconstruction's
-      times `discriminator_weight`;
+      times `discriminator_weight`, whatever the scale of the losses
+      (taming-transformers' L1 loss is on the [-1, 1] scale, twice this
+      one: the same `disc_weight` gives the same balance; its perceptual
+      term weighs half as much against it as here);
     - `discriminator_loss`: the discriminator's loss (hinge or
       non-saturating) on real images and reconstructions, the latter with
       a stopped gradient, 0 before `discriminator_start` steps;
