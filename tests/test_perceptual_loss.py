@@ -122,3 +122,18 @@ def test_bad_arguments_get_clear_errors():
         PerceptualLoss(keras.layers.Conv2D(3, 1), ["a"])
     with pytest.raises(ValueError, match=r"same shape.*\(3, 4, 4, 3\) and \(3, 8, 8, 3\)"):
         PerceptualLoss(model, ["a"])(_images(), _images(size=8))
+
+
+def test_the_features_are_computed_in_float32_under_mixed_precision():
+    reference = _feature_model()
+    keras.config.set_dtype_policy("mixed_float16")
+    mixed = _feature_model()
+    mixed.set_weights(reference.get_weights())
+    loss = PerceptualLoss(mixed, ["a", "b"])
+    layers = [
+        layer for layer in loss.extractor.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    assert {layer.dtype_policy.name for layer in layers} == {"float32"}
+    x, y = _images(seed=11), _images(seed=12)
+    expected = to_numpy(PerceptualLoss(reference, ["a", "b"])(x, y))
+    np.testing.assert_allclose(to_numpy(loss(x, y)), expected, rtol=1e-5)

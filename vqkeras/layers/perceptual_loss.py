@@ -35,8 +35,13 @@ class PerceptualLoss(layers.Layer):
     layer's d_l lies in [0, 4].
 
     The feature network is frozen: its weights are not trainable, so they
-    are not among the trainable variables of a model that holds this loss.
-    Only the part up to the chosen layers is kept (and saved).
+    are not among the trainable variables of a model that holds this loss
+    (nor, as the layers are shared, of `feature_model` itself). Only the part
+    up to the chosen layers is kept (and saved). It computes in float32
+    whatever the dtype policy, as loss terms do in vqkeras: a feature model
+    with float16 or bfloat16 layers is copied with float32 layers (in
+    float16, the gradient of the channel normalisation overflows where the
+    activations are near 0, and the loss turns NaN).
 
     Pixel range: images on the [-1, 1] scale, the scale of the autoencoders'
     encoder inputs and decoder outputs. `preprocessing` maps them to what
@@ -106,6 +111,7 @@ class PerceptualLoss(layers.Layer):
             "epsilon", epsilon, 0.0, float("inf"), high_inclusive=False
         )
         self.feature_channels = feature_model.inputs[0].shape[-1]
+        feature_model = _float32_model(feature_model)
         self.extractor = keras.Model(
             feature_model.inputs,
             [feature_model.get_layer(name).output for name in self.layer_names],
@@ -191,6 +197,21 @@ class PerceptualLoss(layers.Layer):
         config = dict(config)
         config["feature_model"] = keras.saving.deserialize_keras_object(config["feature_model"])
         return cls(**config)
+
+
+def _float32_model(model):
+    """`model`, or a copy with float32 layers and the same weights if some of
+    its layers compute in another dtype."""
+    computing = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if all(layer.dtype_policy.name == "float32" for layer in computing):
+        return model
+
+    def float32_layer(layer):
+        return type(layer).from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _has_graph(model):
