@@ -157,3 +157,20 @@ def test_mixed_float16_scales_each_groups_loss_with_its_own_optimizer():
     for group in ("generator", "critic"):  # both groups took (unscaled) steps
         change = max(np.max(np.abs(a - b)) for a, b in zip(after[group], before[group]))
         assert 0 < change < 1, group
+
+
+def test_gradient_norm_of_terms_independent_of_the_variable_is_zero():
+    # The critic's term sees the generator's output through stop_gradient: its
+    # gradient with respect to the generator's kernel is zero on every backend
+    # (TensorFlow and PyTorch give None for it).
+    class Probe(GeneratorCritic):
+        def adaptive_loss_weights(self, terms, gradient_norm):
+            norm = gradient_norm(["critic_loss"], self.generator.kernel)
+            return {"generator_loss": norm + 1.0}
+
+    model = Probe()
+    model.build((None, 4))
+    model.compile(optimizer=keras.optimizers.SGD(0.0), critic_optimizer=keras.optimizers.SGD(0.0))
+    x, target = generator_critic_data()
+    history = model.fit(x, target, batch_size=len(x), epochs=1, verbose=0)
+    assert history.history["adaptive_weight"] == [1.0]

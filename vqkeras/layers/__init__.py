@@ -11,6 +11,8 @@ from vqkeras.layers.gaussian_sampler import GaussianSampler
 from vqkeras.layers.gumbel_quantizer import GumbelQuantizer
 from vqkeras.layers.lookup_free_quantizer import LookupFreeQuantizer
 from vqkeras.layers.masked_conv2d import MaskedConv2D
+from vqkeras.layers.patch_discriminator import PatchDiscriminator
+from vqkeras.layers.perceptual_loss import PerceptualLoss
 from vqkeras.layers.quantizer import Quantizer
 from vqkeras.layers.residual_block import ResidualBlock
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
@@ -30,6 +32,8 @@ __all__ = [
     "GumbelQuantizer",
     "LookupFreeQuantizer",
     "MaskedConv2D",
+    "PatchDiscriminator",
+    "PerceptualLoss",
     "Quantizer",
     "ResidualBlock",
     "ResidualVectorQuantizer",

@@ -9,6 +9,7 @@ from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.models.rqvae import RQVAE
 from vqkeras.models.transformer_prior import TransformerPrior
 from vqkeras.models.vae import VAE
+from vqkeras.models.vqgan import VQGAN
 from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
 
@@ -22,6 +23,7 @@ __all__ = [
     "RQVAE",
     "TransformerPrior",
     "VAE",
+    "VQGAN",
     "VQVAE",
     "VQVAE2",
 ]

@@ -20,6 +20,8 @@ class TensorFlowTrainer:
                 loss = self._weighted_sum(terms, names)  # recorded: the gradient starts here
                 with tape.stop_recording():
                     gradient = tape.gradient(loss, variable)
+                    if gradient is None:  # the terms do not depend on the variable
+                        return tf.zeros(())
                     # The global batch's gradient, as on one device.
                     context = tf.distribute.get_replica_context()
                     gradient = context.all_reduce("MEAN", gradient)

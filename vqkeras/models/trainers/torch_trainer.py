@@ -10,7 +10,11 @@ class TorchTrainer:
 
         def gradient_norm(names, variable):
             loss = self._weighted_sum(terms, names)
-            (gradient,) = torch.autograd.grad(loss, variable.value, retain_graph=True)
+            (gradient,) = torch.autograd.grad(
+                loss, variable.value, retain_graph=True, allow_unused=True
+            )
+            if gradient is None:  # the terms do not depend on the variable
+                return torch.zeros((), device=variable.value.device)
             return torch.linalg.vector_norm(gradient)
 
         weights = self._stopped_weights(terms, gradient_norm)
