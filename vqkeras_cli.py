@@ -1,65 +1,80 @@
 """The launcher of the `vqkeras` command (also `python -m vqkeras_cli`).
 
 It is a module of its own, outside the `vqkeras` package, because importing
-`vqkeras` imports TensorFlow, whose native code prints start-up notices (the
-oneDNN and CPU-instruction lines, Abseil's pre-initialisation warning) straight
-to file descriptor 2 while it loads; no Python setting reaches them, and
-`TF_CPP_MIN_LOG_LEVEL` is read too late for them. A command-line tool should
-print its own messages only, so the launcher imports the package with those
-lines filtered out, and sets `TF_CPP_MIN_LOG_LEVEL=2` for the rest of the run
-(TensorFlow's info and warning lines; its errors still show). `--debug`
-shows everything.
+`vqkeras` imports TensorFlow, whose native code writes log lines straight to
+file descriptor 2: start-up notices while it loads (oneDNN, CPU instructions,
+Abseil's pre-initialisation warning), later the graph optimiser's harmless
+"remapper failed" errors on residual blocks, XLA's compilation notices.
+`TF_CPP_MIN_LOG_LEVEL` does not reach all of them. A command-line tool
+should print its own messages only, so the launcher runs the whole command
+with file descriptor 2 read through a filter that drops native log lines
+(Abseil's `I`, `W` and `E` lines; fatal `F` lines pass), while Python's
+`sys.stderr` (the command's notices, errors and progress bars) goes to the
+terminal directly. A failure that matters reaches the command as a Python
+exception, and so its one-line error. `--debug` shows everything.
 """
 
 import contextlib
 import os
 import re
 import sys
-import tempfile
+import threading
 
-# Abseil's prefix ("I0000 00:00:1796... 1234 port.cc:153] ") marks the native
-# info (I) and warning (W) lines; TensorFlow's CPU notice ends on a bare line.
-NATIVE_STARTUP_LINE = re.compile(
+# Abseil's prefix ("I0000 00:00:1796... 1234 port.cc:153] ") marks native
+# info, warning and error lines; TensorFlow's CPU notice ends on a bare line.
+NATIVE_LOG_LINE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\] "
+    r"|[IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\] "
     r"|To enable the following instructions: .* rebuild TensorFlow"
 )
 
 
 @contextlib.contextmanager
-def native_startup_lines_filtered():
-    """Captures file descriptor 2 for the body, then writes back to stderr
-    every captured line that is not a native start-up notice."""
+def native_log_lines_filtered():
+    """Runs the body with native writes to file descriptor 2 filtered.
+
+    Python's `sys.stderr` writes to the terminal directly; file descriptor 2,
+    where native code writes, becomes a pipe that a thread reads line by line,
+    passing on every line that is not a native log line.
+    """
     sys.stderr.flush()
     terminal_fd = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(terminal_fd, 2)
-            os.close(terminal_fd)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not NATIVE_STARTUP_LINE.match(line):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    python_stderr = sys.stderr
+    sys.stderr = open(terminal_fd, "w", buffering=1, errors="backslashreplace", closefd=False)
+
+    def forward():
+        with open(read_fd, "rb") as pipe:
+            for line in pipe:
+                if not NATIVE_LOG_LINE.match(line.decode(errors="replace")):
+                    os.write(terminal_fd, line)
+
+    forwarder = threading.Thread(target=forward, name="native-log-filter", daemon=True)
+    forwarder.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        # The pipe's only write end was descriptor 2: the reader gets its end.
+        os.dup2(terminal_fd, 2)
+        forwarder.join(timeout=10)
+        os.close(terminal_fd)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--debug" in argv:
         from vqkeras.apps import cli
-    else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with native_startup_lines_filtered():
-            # TensorFlow now, whatever the Keras backend: on JAX and PyTorch the
-            # apps import it later (tf.data), and it would print its notices then.
-            import tensorflow  # noqa: F401
 
-            from vqkeras.apps import cli
-    return cli.main(argv)
+        return cli.main(argv)
+    with native_log_lines_filtered():
+        from vqkeras.apps import cli
+
+        return cli.main(argv)
 
 
 if __name__ == "__main__":

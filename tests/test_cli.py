@@ -106,8 +106,8 @@ def test_the_command_prints_its_own_lines_only(tmp_path):
     assert foreign == []
 
 
-def test_the_launcher_filters_native_start_up_lines_only(capfd):
-    from vqkeras_cli import native_startup_lines_filtered
+def test_the_launcher_filters_native_log_lines_only(capfd):
+    from vqkeras_cli import native_log_lines_filtered
 
     native = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
@@ -116,11 +116,19 @@ def test_the_launcher_filters_native_start_up_lines_only(capfd):
         "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
         "TensorFlow with the appropriate compiler flags.\n",
     ]
-    kept = ["E0000 00:00:1796096601.9 14420 loader.cc:9] a native error\n", "Traceback: kept\n"]
-    with native_startup_lines_filtered():
+    native.append(
+        "E0000 00:00:1796102565.952174    3551 meta_optimizer.cc:967] remapper failed: "
+        "INVALID_ARGUMENT: Mutation::Apply error\n"
+    )
+    kept = ["F0000 00:00:1796096601.9 14420 loader.cc:9] a fatal error\n", "Traceback: kept\n"]
+    with native_log_lines_filtered():
         for line in [native[0], kept[0], *native[1:], kept[1]]:
             os.write(2, line.encode())
     assert capfd.readouterr().err == "".join(kept)
+    # Python's stderr is untouched outside, and reached the terminal inside.
+    with native_log_lines_filtered():
+        print("vqkeras: note: direct", file=sys.stderr)
+    assert capfd.readouterr().err == "vqkeras: note: direct\n"
 
 
 def test_module_entry_point_help(tmp_path):
