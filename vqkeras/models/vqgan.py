@@ -123,6 +123,8 @@ class VQGAN(VQVAE):
         (LeCAM).
     """
 
+    SUBLAYER_NAMES = (*VQVAE.SUBLAYER_NAMES, "discriminator", "perceptual_loss")
+
     def __init__(
         self,
         encoder,
@@ -376,10 +378,6 @@ class VQGAN(VQVAE):
         config = super().get_config()
         config.update(
             {
-                "discriminator": keras.saving.serialize_keras_object(self.discriminator),
-                "perceptual_loss": None
-                if self.perceptual_loss is None
-                else keras.saving.serialize_keras_object(self.perceptual_loss),
                 "pixel_loss": self.pixel_loss,
                 "perceptual_weight": self.perceptual_weight,
                 "discriminator_weight": self.discriminator_weight,
@@ -390,14 +388,6 @@ class VQGAN(VQVAE):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for name in ("encoder", "decoder", "quantizer", "discriminator", "perceptual_loss"):
-            if config.get(name) is not None:
-                config[name] = keras.saving.deserialize_keras_object(config[name])
-        return cls(**config)
 
 
 def _one_of(name, value, choices):

@@ -52,6 +52,9 @@ class VQVAE(AutoencoderModel):
         van den Oord et al., "Neural Discrete Representation Learning", 2017.
     """
 
+    # Sublayers serialized in the config (a subclass adds its own).
+    SUBLAYER_NAMES = ("encoder", "decoder", "quantizer")
+
     def __init__(self, encoder, decoder, quantizer, **kwargs):
         self._check_quantizer(quantizer)
         check_encoder_decoder(encoder, decoder)
@@ -167,7 +170,7 @@ class VQVAE(AutoencoderModel):
         config.update(
             {
                 name: keras.saving.serialize_keras_object(getattr(self, name))
-                for name in ("encoder", "decoder", "quantizer")
+                for name in self.SUBLAYER_NAMES
             }
         )
         return config
@@ -175,6 +178,7 @@ class VQVAE(AutoencoderModel):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for name in ("encoder", "decoder", "quantizer"):
-            config[name] = keras.saving.deserialize_keras_object(config[name])
+        for name in cls.SUBLAYER_NAMES:
+            if config.get(name) is not None:  # optional sublayers of subclasses
+                config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
