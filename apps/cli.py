@@ -277,7 +277,7 @@ def build_parser():
 
     sampling = commands.add_parser(
         "sample",
-        help="new images from a PixelCNN prior over a VQ model's codes",
+        help="new images from a prior (PixelCNN, Transformer, MaskGIT) over a VQ model's codes",
         description=sample.__doc__,
         formatter_class=formatter,
     )
@@ -286,7 +286,7 @@ def build_parser():
         "--prior",
         required=True,
         metavar="PRESET_OR_DIR",
-        help="PixelCNNPrior preset or folder (for a VQVAE2: the top prior)",
+        help="prior preset or folder (for a VQVAE2: the top prior)",
     )
     sampling.add_argument(
         "--bottom-prior",
@@ -309,6 +309,30 @@ def build_parser():
     )
     sampling.add_argument(
         "--top-k", type=_positive_int, metavar="K", help="draw each code from the K likeliest"
+    )
+    sampling.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="nucleus sampling: draw from the likeliest codes whose probability reaches P",
+    )
+    sampling.add_argument(
+        "--guidance-scale",
+        type=float,
+        metavar="S",
+        help="Transformer priors: classifier-free guidance scale (1: plain conditional)",
+    )
+    sampling.add_argument(
+        "--num-steps",
+        type=_positive_int,
+        metavar="N",
+        help="MaskGIT priors: parallel decoding steps (default: 8)",
+    )
+    sampling.add_argument(
+        "--choice-temperature",
+        type=float,
+        metavar="T",
+        help="MaskGIT priors: scale of the noise on the confidences (default: 4.5)",
     )
     sampling.add_argument(
         "--seed",

@@ -4,9 +4,11 @@ What is measured depends on the preset:
 
 - an autoencoder: MSE, PSNR, SSIM and, for VQ models, codebook usage,
   perplexity and bits per image (`vqkeras.evaluation.evaluate_reconstructions`);
-- a PixelCNN prior: the NLL of the images' codes under the prior, in
-  nats/code and bits/dim (`evaluate_prior`; for a VQVAE2, of its top codes,
-  or of its bottom codes given the top ones), the codes made by `--vqvae`
+- a prior (PixelCNN, Transformer or MaskGIT): the NLL of the images' codes
+  under the prior, in nats/code and bits/dim (`evaluate_prior`; for a
+  VQVAE2, of its top codes, or of its bottom codes given the top ones; for
+  MaskGIT, whose loss is no likelihood, the cross-entropy of randomly
+  masked codes instead), the codes made by `--vqvae`
   (default: the VQ model named in the prior's metadata), with the input's
   labels for a class-conditional prior; and the agreement of `--classifier`
   (default: the one in the metadata) with class-conditional samples
@@ -28,7 +30,7 @@ from vqkeras.evaluation import (
     evaluate_reconstructions,
 )
 from vqkeras.file_io import write_json_atomic
-from vqkeras.models import PixelCNNPrior
+from vqkeras.models import CodePrior
 from vqkeras.models.autoencoder_model import AutoencoderModel
 
 
@@ -106,7 +108,7 @@ def run(args):
             "skipped": len(inputs.skipped),
             **evaluate_reconstructions(model, inputs.images, batch_size=args.batch_size),
         }
-    elif isinstance(model, PixelCNNPrior):
+    elif isinstance(model, CodePrior):
         metrics = _prior_metrics(args, model, presets.load_metadata(args.model))
     else:
         metrics = _classifier_metrics(args, model)

@@ -1,9 +1,17 @@
-"""`vqkeras sample`: new images from a PixelCNN prior over a VQ model's codes.
+"""`vqkeras sample`: new images from a prior over a VQ model's codes.
 
-A VQVAE needs a prior over its `(h, w)` code grids, an RQVAE a prior with
-`depth` over its `(h, w, depth)` stacked codes. A VQVAE2 needs two: `--prior`
-over its top grid and `--bottom-prior` over its bottom grid, conditioned on
-the top one; the top codes are sampled first.
+Any prior preset: a `PixelCNNPrior`, a `TransformerPrior` (autoregressive,
+with a key/value cache) or a `MaskGITPrior` (parallel decoding in
+`--num-steps` steps). A VQVAE needs a prior over its `(h, w)` code grids, an
+RQVAE a PixelCNN prior with `depth` over its `(h, w, depth)` stacked codes. A
+VQVAE2 needs two: `--prior` over its top grid and `--bottom-prior` (a
+PixelCNN prior) over its bottom grid, conditioned on the top one; the top
+codes are sampled first.
+
+`--temperature` applies to every prior; `--top-k` and `--top-p` to every
+prior's code draws; `--guidance-scale` (classifier-free guidance) to the
+Transformer priors, `--num-steps` and `--choice-temperature` to MaskGIT. An
+option the prior does not take is refused with the options it does.
 
 Writes to the output folder:
 
@@ -19,6 +27,8 @@ Example:
 
     vqkeras sample --model vqvae_mnist --prior pixelcnn_vqvae_mnist --num 64 --label 3 \\
         --seed 0 --out runs/samples
+    vqkeras sample --model vqvae_mnist --prior my_transformer_prior/ --guidance-scale 2 \\
+        --top-p 0.95 --out runs/guided
 """
 
 import keras
@@ -28,11 +38,13 @@ from vqkeras.apps import models
 from vqkeras.apps.images import image_grid, to_uint8, write_png
 from vqkeras.apps.outputs import make_folder, output_paths
 from vqkeras.file_io import write_atomic
-from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.models.code_prior import CodePrior
 from vqkeras.presets import from_preset
 
 GRID_COLUMNS = 8
 MAX_CLASS_COLUMNS = 16
+# Options of the priors' `sample` that the command line may set (`--top-k` ...).
+SAMPLING_OPTIONS = ("top_k", "top_p", "guidance_scale", "num_steps", "choice_temperature")
 
 
 def _grid_text(shape, count):
@@ -102,13 +114,33 @@ def sample_labels(prior, prior_name, label, num):
     return np.full(num, label)
 
 
+def sampling_options(prior, prior_name, args):
+    """The keyword options of `prior.sample` that the command line sets:
+    `--temperature`, and the others where given. Raises a clear error for an
+    option that `prior` does not take."""
+    given = {name: getattr(args, name, None) for name in SAMPLING_OPTIONS}
+    options = {"temperature": args.temperature}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in prior.sampling_options:
+            takes = ", ".join(f"--{option.replace('_', '-')}" for option in prior.sampling_options)
+            raise ValueError(
+                f"--{name.replace('_', '-')} is not an option of {type(prior).__name__} "
+                f"{prior_name!r}; it takes {takes}."
+            )
+        options[name] = value
+    return options
+
+
 def run(args):
     paths = output_paths(args.out, ("samples.png", "codes.npz"), args.overwrite)
     model = models.load_model(args.model)
     models.require_codes(model, args.model)
     names = [args.prior] + ([] if args.bottom_prior is None else [args.bottom_prior])
-    priors = [from_preset(name, expected_class=PixelCNNPrior) for name in names]
+    priors = [from_preset(name, expected_class=CodePrior) for name in names]
     check_fit(model, args.model, list(zip(priors, names)))
+    options = [sampling_options(prior, name, args) for prior, name in zip(priors, names)]
     prior = priors[0]
     labels = sample_labels(prior, args.prior, args.label, args.num)
     if any(other.conditional != prior.conditional for other in priors[1:]):
@@ -122,19 +154,17 @@ def run(args):
         models.batches(args.num, args.batch_size, "sampling", args.quiet)
     ):
         count = len(range(args.num)[batch])
-        options = {
-            "labels": None if labels is None else labels[batch],
-            "temperature": args.temperature,
-            "top_k": args.top_k,
-        }
+        batch_labels = None if labels is None else labels[batch]
         # One seed per batch, derived from --seed: the same --seed and
         # --batch-size give the same samples (on the same backend). A VQVAE2's
         # bottom grid seeds lie past all those of its top grid.
         sampled = {}
         for level, (grid, grid_prior) in enumerate(zip(grids, priors)):
             seed = None if args.seed is None else args.seed + number + level * args.num
-            condition = sampled.get(grid.conditioned_on)
-            codes = grid_prior.sample(count, condition=condition, seed=seed, **options)
+            grid_options = dict(options[level])
+            if grid.conditioned_on is not None:
+                grid_options["condition"] = sampled[grid.conditioned_on]
+            codes = grid_prior.sample(count, labels=batch_labels, seed=seed, **grid_options)
             sampled[grid.name] = keras.ops.convert_to_numpy(codes).astype("int32")
             parts[grid.name].append(sampled[grid.name])
     codes = {name: np.concatenate(part) for name, part in parts.items()}
@@ -160,8 +190,7 @@ def run(args):
         "label_counts": None
         if labels is None
         else {str(label): int(n) for label, n in enumerate(np.bincount(labels)) if n},
-        "temperature": args.temperature,
-        "top_k": args.top_k,
+        "options": options[0],
         "seed": args.seed,
         "out": paths,
     }

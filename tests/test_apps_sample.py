@@ -7,8 +7,8 @@ from PIL import Image
 
 from vqkeras.apps.cli import main
 from vqkeras.apps.images import to_uint8
+from vqkeras.models import MaskGITPrior, PixelCNNPrior, TransformerPrior
 from vqkeras.models.factory import build_autoencoder
-from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.presets import from_preset
 
 
@@ -45,6 +45,11 @@ def presets(tmp_path_factory):
         grid_shape=(8, 8), condition_num_embeddings=16, condition_grid_shape=(4, 4)
     ).save_to_preset(folder / "bottom_prior")
     tiny_prior(grid_shape=(8, 8)).save_to_preset(folder / "plain_bottom")
+    sizes = {"num_classes": 3, "embed_dim": 8, "num_heads": 2, "num_layers": 1}
+    for name, kind in (("transformer", TransformerPrior), ("maskgit", MaskGITPrior)):
+        prior = kind(16, (4, 4), **sizes)
+        prior.build()
+        prior.save_to_preset(folder / name)
     return {path.name: str(path) for path in folder.iterdir()}
 
 
@@ -98,9 +103,16 @@ def test_label_temperature_top_k_and_batches(presets, tmp_path, capsys):
         ("prior", ["--label", 3], r"--label must be in [0, 3) for prior"),
         ("unconditional", ["--label", 0], "is unconditional (no classes)"),
         ("other_prior", [], "samples 7x7 grids of K=8 codes but model"),
-        ("vqvae", [], "holds a VQVAE, expected a PixelCNNPrior"),
+        ("vqvae", [], "holds a VQVAE, expected a CodePrior"),
         ("prior", ["--temperature", 0], "`temperature` must be in (0.0, inf)"),
         ("prior", ["--model", "PRIOR"], "holds a PixelCNNPrior: expected an autoencoder"),
+        (
+            "prior",
+            ["--guidance-scale", 2],
+            "--guidance-scale is not an option of PixelCNNPrior",
+        ),
+        ("transformer", ["--num-steps", 4], "it takes --temperature, --top-k, --top-p, --guid"),
+        ("unconditional", ["--top-p", 1.5], "`top_p` must be in (0.0, 1.0]"),
     ],
 )
 def test_bad_arguments_get_one_line_errors(presets, tmp_path, capsys, prior, extra, message):
@@ -155,3 +167,27 @@ def test_priors_that_do_not_fit_the_levels_get_one_line_errors(
     assert main([str(value) for value in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "prior, extra, options",
+    [
+        (
+            "transformer",
+            ["--guidance-scale", 2, "--top-p", 0.9],
+            {"guidance_scale": 2.0, "top_p": 0.9},
+        ),
+        ("maskgit", ["--num-steps", 3, "--top-k", 4], {"num_steps": 3, "top_k": 4}),
+        ("prior", ["--top-p", 0.5], {"top_p": 0.5}),
+    ],
+)
+def test_any_prior_kind_samples_with_its_own_options(
+    presets, tmp_path, capsys, prior, extra, options
+):
+    assert sample(presets, tmp_path, "--num", 3, "--seed", 4, *extra, prior=prior) == 0
+    assert json.loads(capsys.readouterr().out)["options"] == {"temperature": 1.0, **options}
+    with np.load(tmp_path / "codes.npz") as data:
+        codes, labels = data["indices"], data["labels"]
+    # The codes are those the prior draws with the same options and seed.
+    expected = from_preset(presets[prior]).sample(3, labels=labels, seed=4, **options)
+    np.testing.assert_array_equal(codes, to_numpy(expected))

@@ -5,12 +5,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from conftest import small_vqvae, subprocess_env
 
 from vqkeras.apps.cli import main
-from vqkeras.evaluation import evaluate_prior
+from vqkeras.evaluation import encode_indices, evaluate_prior
+from vqkeras.models import MaskGITPrior, PixelCNNPrior, TransformerPrior
 from vqkeras.models.factory import build_autoencoder
-from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 from vqkeras.presets import from_preset
 
 
@@ -231,3 +231,27 @@ def test_train_takes_its_images_as_input_or_data():
             ["train", "--family", "ae", flag, "a/", "b.npz"] + ["--out", "r"]
         )
         assert args.data == ["a/", "b.npz"]
+
+
+@pytest.mark.parametrize("kind", [TransformerPrior, MaskGITPrior])
+def test_evaluate_a_transformer_prior(kind, tmp_path, capsys):
+    vqvae = small_vqvae()  # 16x16 images to 4x4 grids of K=16 codes
+    vqvae.build((None, 16, 16, 1))
+    vqvae.save_to_preset(tmp_path / "vqvae")
+    prior = kind(16, (4, 4), num_classes=3, embed_dim=8, num_heads=2, num_layers=1)
+    prior.build()
+    prior.save_to_preset(tmp_path / "prior", metadata={"vqvae": str(tmp_path / "vqvae")})
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 16, 16), dtype="uint8")
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    np.savez(tmp_path / "data.npz", images=images, labels=labels)
+    args = ["evaluate", str(tmp_path / "prior"), "--input", str(tmp_path / "data.npz")]
+    assert main([*args, "--samples-per-class", "0"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["grids"] == 6
+    if kind is TransformerPrior:
+        codes = encode_indices(vqvae, images[..., None])
+        expected = evaluate_prior(prior, codes, labels)["nll_nats_per_code"]
+        np.testing.assert_allclose(metrics["nll_nats_per_code"], expected, rtol=1e-5)
+    else:  # MaskGIT's loss is no likelihood: named for what it is.
+        assert "nll_nats_per_code" not in metrics
+        np.testing.assert_allclose(metrics["masked_code_cross_entropy_nats"], np.log(16), rtol=0.2)

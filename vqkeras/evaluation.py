@@ -158,7 +158,7 @@ def codebook_statistics(model, indices):
 
 
 def evaluate_prior(prior, codes, labels=None, batch_size=500):
-    """Negative log-likelihood of code grids under a `PixelCNNPrior`.
+    """Negative log-likelihood of code grids under a prior (a `CodePrior`).
 
     `codes` are the prior's code grids, or for a prior with a condition grid
     the pair `(codes, condition_codes)`; `labels` the class labels of a
@@ -169,13 +169,17 @@ def evaluate_prior(prior, codes, labels=None, batch_size=500):
         given the codes before it in raster order, and the label for a
         class-conditional prior); `bits_per_dim` (a whole grid's NLL in bits
         over the pixel values of an image) when the prior knows its
-        `image_size`.
+        `image_size`. A prior whose loss is not a likelihood (MaskGIT:
+        `nll_is_likelihood` False) gives `masked_code_cross_entropy_nats`
+        instead of `nll_nats_per_code`: the mean cross-entropy of the codes
+        it masks at random (cosine schedule), drawn anew at each call.
     """
     if not prior.compiled:  # a loaded preset: evaluate needs no optimizer
         prior.compile()
     results = prior.evaluate(codes, labels, batch_size=batch_size, verbose=0, return_dict=True)
     grids = len(codes[0]) if isinstance(codes, (tuple, list)) else len(codes)
-    metrics = {"grids": grids, "nll_nats_per_code": float(results["nll"])}
+    name = "nll_nats_per_code" if prior.nll_is_likelihood else "masked_code_cross_entropy_nats"
+    metrics = {"grids": grids, name: float(results["nll"])}
     if "bits_per_dim" in results:
         metrics["bits_per_dim"] = float(results["bits_per_dim"])
     return metrics

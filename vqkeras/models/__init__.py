@@ -2,6 +2,7 @@
 
 from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.models.code_prior import CodePrior
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.loss_terms_model import LossTermsModel
 from vqkeras.models.maskgit_prior import MaskGITPrior
@@ -16,6 +17,7 @@ from vqkeras.models.vqvae2 import VQVAE2
 __all__ = [
     "Autoencoder",
     "AutoencoderModel",
+    "CodePrior",
     "KLVAE",
     "LossTermsModel",
     "MaskGITPrior",

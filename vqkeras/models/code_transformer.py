@@ -6,19 +6,18 @@ from keras import layers, ops
 
 from vqkeras import validation
 from vqkeras.layers.transformer_block import TransformerBlock
-from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.code_prior import CodePrior
 
 
-class CodeTransformer(LossTermsModel):
+class CodeTransformer(CodePrior):
     """Base of the Transformer priors over raster-flattened code grids.
 
     Holds what `TransformerPrior` (autoregressive) and `MaskGITPrior`
     (masked, bidirectional) share: the constructor arguments and their
     checks, the token, class ("start") and positional embeddings, the
-    `TransformerBlock`s (causal or not, per `causal`), the head, the input
-    checks, `fit`/`evaluate`/`predict` wrappers, `for_grid`/`fits`, the
-    sampling-argument checks, the tempered top-k/top-p draw and the compiled
-    sampler. Subclasses set `causal`, `extra_tokens` and `sequence_length`,
+    `TransformerBlock`s (causal or not, per `causal`), the head,
+    `for_grid`/`fits` and the sampling-argument checks (the rest of a prior's
+    common parts is in `CodePrior`). Subclasses set `causal`, `extra_tokens` and `sequence_length`,
     and implement `_logits`, `compute_losses` and `sample`.
 
     The class token: a class-conditional prior learns one embedding per
@@ -48,7 +47,7 @@ class CodeTransformer(LossTermsModel):
         image_size=None,
         **kwargs,
     ):
-        super().__init__(loss_names=("nll",), **kwargs)
+        super().__init__(**kwargs)
         self.num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
         self.grid_shape = validation.positive_int_tuple("grid_shape", grid_shape)
         if len(self.grid_shape) != 2:
@@ -111,9 +110,7 @@ class CodeTransformer(LossTermsModel):
         ]
         self.final_norm = layers.LayerNormalization(epsilon=1e-5, name="final_norm", dtype=policy)
         self.head = layers.Dense(self.num_embeddings, name="head", dtype=policy)
-        self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
         self.label_dropout_seed = keras.random.SeedGenerator(0, name="label_dropout_seed")
-        self._compiled_sampler = None
 
     @property
     def input_values(self):
@@ -142,11 +139,6 @@ class CodeTransformer(LossTermsModel):
             grid.num_embeddings,
             tuple(grid.shape),
         )
-
-    @property
-    def conditional(self):
-        """Whether the prior takes class labels."""
-        return self.num_classes is not None
 
     @property
     def null_class(self):
@@ -179,23 +171,18 @@ class CodeTransformer(LossTermsModel):
 
     # -- input checks -----------------------------------------------------------
 
-    def check_inputs(self, indices, labels=None, num_values=None):
-        """Raises a clear error unless `indices` and `labels` suit this prior
-        (codes in `[0, num_values)`, by default `[0, num_embeddings)`)."""
-        validation.check_code_grids(indices, self.code_shape, num_values or self.num_embeddings)
-        validation.check_class_labels(labels, self.num_classes, tuple(indices.shape)[0])
-
     def _split_inputs(self, x, y=None):
-        """`(indices, labels)` from `x` (see the call arguments) and `y`."""
+        """`(indices, labels, None)` from `x` (see the call arguments) and `y`:
+        no condition grid."""
         labels = y if self.conditional else None
         if not isinstance(x, (tuple, list)):
-            return x, labels
+            return x, labels, None
         if len(x) != 2:
             raise ValueError(
                 "Expected code grids or a pair (grids, labels). "
                 f"Received a sequence of {len(x)} inputs."
             )
-        return x[0], x[1]
+        return x[0], x[1], None
 
     # -- forward ---------------------------------------------------------------
 
@@ -225,41 +212,9 @@ class CodeTransformer(LossTermsModel):
         raise NotImplementedError
 
     def call(self, inputs, training=None):
-        indices, labels = self._split_inputs(inputs)
+        indices, labels, _ = self._split_inputs(inputs)
         self.check_inputs(indices, labels, num_values=self.input_values)
         return self._logits(indices, labels, training=bool(training))
-
-    @property
-    def extra_metrics(self):
-        return [self.bits_per_dim] if self.image_size is not None else []
-
-    def update_extra_metrics(self, outputs):
-        if self.image_size is not None:
-            pixel_values = math.prod(self.image_size)
-            self.bits_per_dim.update_state(outputs["nll_per_grid"] / (math.log(2) * pixel_values))
-
-    def _check_array_inputs(self, x, y, num_values=None):
-        # Built here, since otherwise JAX and PyTorch `fit` build the model by
-        # a symbolic call on the grids alone, without the labels.
-        self._build_if_needed()
-        # Arrays are checked before Keras converts them, so that out-of-range
-        # codes or labels fail here with a clear message.
-        if isinstance(x, (tuple, list, np.ndarray)):
-            indices, labels = self._split_inputs(x, y)
-            if all(value is None or isinstance(value, np.ndarray) for value in (indices, labels)):
-                self.check_inputs(indices, labels, num_values)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_array_inputs(x, y)
-        return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_array_inputs(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        self._check_array_inputs(x, None, num_values=self.input_values)
-        return super().predict(x, *args, **kwargs)
 
     # -- sampling --------------------------------------------------------------
 
@@ -267,15 +222,9 @@ class CodeTransformer(LossTermsModel):
         """Checks the arguments of `sample`; returns them as `(num, start_labels,
         temperature, top_k, top_p, guidance_scale, seed)`, with int32 start
         labels `(num,)` (the null class without labels) and float32 tensors."""
-        num = validation.positive_int("num", num)
-        temperature = validation.float_in_range(
-            "temperature", temperature, 0.0, np.inf, low_inclusive=False, high_inclusive=False
+        num, temperature, top_k, top_p, seed = self._check_sampling_options(
+            num, temperature, top_k, top_p, seed
         )
-        top_k = validation.top_k(top_k, self.num_embeddings)
-        if top_p is not None:
-            top_p = validation.float_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False)
-        if seed is not None:
-            seed = validation.non_negative_int("seed", seed)
         labels = validation.sample_labels(labels, num, self.num_classes)
         if guidance_scale is not None:
             guidance_scale = validation.float_in_range(
@@ -293,7 +242,6 @@ class CodeTransformer(LossTermsModel):
         if labels is not None:
             start_labels = labels.astype("int32")
         start_labels = ops.convert_to_tensor(start_labels, dtype="int32")
-        temperature = ops.convert_to_tensor(temperature, dtype="float32")
         return num, start_labels, temperature, top_k, top_p, guidance_scale, seed
 
     @staticmethod
@@ -305,57 +253,6 @@ class CodeTransformer(LossTermsModel):
             return logits[0]
         conditional, unconditional = logits
         return (1.0 - guidance_scale) * unconditional + guidance_scale * conditional
-
-    def _draw(self, logits, uniforms, temperature, top_k, top_p):
-        """Codes `(num,)` drawn from `logits` `(num, K)` by inverting the CDF at `uniforms`."""
-        logits = logits / temperature
-        if top_k is not None and top_k < self.num_embeddings:
-            kth_largest = ops.top_k(logits, top_k)[0][:, -1:]
-            logits = ops.where(logits < kth_largest, -np.inf, logits)
-        if top_p is not None and top_p < 1.0:
-            ordered = ops.top_k(logits, self.num_embeddings)[0]
-            probabilities = ops.softmax(ordered, axis=-1)
-            # Keep the most likely codes while the probability before them is
-            # below top_p: the smallest set reaching it (the first code always).
-            before = ops.cumsum(probabilities, axis=-1) - probabilities
-            kept = ops.sum(ops.cast(before < top_p, "int32"), axis=-1, keepdims=True)
-            threshold = ops.take_along_axis(ordered, ops.maximum(kept, 1) - 1, axis=-1)
-            logits = ops.where(logits < threshold, -np.inf, logits)
-        cdf = ops.cumsum(ops.softmax(logits, axis=-1), axis=-1)
-        # The first code whose cumulative probability reaches u (scaled by the
-        # total, which float rounding keeps only close to 1).
-        codes = ops.sum(ops.cast(cdf < uniforms[:, None] * cdf[:, -1:], "int32"), axis=-1)
-        return ops.minimum(codes, self.num_embeddings - 1)
-
-    def _run_compiled(self, arguments, static):
-        """`_sampling_loop(*arguments, **static)`, compiled where the backend
-        allows it (one compilation per static setting)."""
-        backend = keras.config.backend()
-        if backend == "jax":
-            import jax
-
-            if self._compiled_sampler is None:
-
-                def stateless_loop(values, *arguments, **static):
-                    mapping = list(zip(self.variables, values))
-                    with keras.StatelessScope(state_mapping=mapping):
-                        return self._sampling_loop(*arguments, **static)
-
-                self._compiled_sampler = jax.jit(stateless_loop, static_argnames=tuple(static))
-            values = [variable.value for variable in self.variables]
-            return self._compiled_sampler(values, *arguments, **static)
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if self._compiled_sampler is None:
-                self._compiled_sampler = tf.function(self._sampling_loop)
-            return self._compiled_sampler(*arguments, **static)
-        if backend == "torch":
-            import torch
-
-            with torch.no_grad():
-                return self._sampling_loop(*arguments, **static)
-        return self._sampling_loop(*arguments, **static)
 
     def get_config(self):
         config = super().get_config()

@@ -69,6 +69,15 @@ class MaskGITPrior(CodeTransformer):
 
     causal = False
     extra_tokens = 1
+    nll_is_likelihood = False
+    sampling_options = (
+        "num_steps",
+        "temperature",
+        "top_k",
+        "top_p",
+        "guidance_scale",
+        "choice_temperature",
+    )
 
     def __init__(self, num_embeddings, grid_shape, num_classes=None, **kwargs):
         if kwargs.get("image_size") is not None:
@@ -143,7 +152,7 @@ class MaskGITPrior(CodeTransformer):
 
     def compute_losses(self, data, training=False):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        indices, labels = self._split_inputs(x, y)
+        indices, labels, _ = self._split_inputs(x, y)
         self.check_inputs(indices, labels)
         self._build_if_needed()
         batch = ops.shape(indices)[0]

@@ -6,11 +6,11 @@ from keras import layers, ops
 
 from vqkeras import validation
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
-from vqkeras.models.loss_terms_model import LossTermsModel
+from vqkeras.models.code_prior import CodePrior
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class PixelCNNPrior(LossTermsModel):
+class PixelCNNPrior(CodePrior):
     """Gated PixelCNN prior over the integer code grids of a VQ model.
 
     Models `p(codes) = prod_p p(code_p | codes before p in raster order)`,
@@ -27,7 +27,7 @@ class PixelCNNPrior(LossTermsModel):
     grid in bits divided by the number of pixel values of the image the grid
     stands for (`H * W * C`), as in the VQ-VAE paper.
 
-    Sampling: `sample(num, labels, temperature, top_k, seed)` draws the codes
+    Sampling: `sample(num, labels, temperature, top_k, top_p, seed)` draws the codes
     one position at a time in raster order, in one compiled loop where the
     backend allows it (a `jax.jit`ted `fori_loop` on JAX, a `tf.function` on
     TensorFlow; an eager no-grad loop on PyTorch).
@@ -134,7 +134,7 @@ class PixelCNNPrior(LossTermsModel):
         condition_grid_shape=None,
         **kwargs,
     ):
-        super().__init__(loss_names=("nll",), **kwargs)
+        super().__init__(**kwargs)
         self.num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
         self.grid_shape = validation.positive_int_tuple("grid_shape", grid_shape)
         if len(self.grid_shape) != 2:
@@ -205,8 +205,6 @@ class PixelCNNPrior(LossTermsModel):
             self.level_embedding = layers.Embedding(
                 self.depth, self.filters, name="level_embedding", dtype=self.dtype_policy
             )
-        self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
-        self._compiled_sampler = None
 
     def _check_condition_grid(self, condition_num_embeddings, condition_grid_shape):
         if (condition_num_embeddings is None) != (condition_grid_shape is None):
@@ -260,11 +258,6 @@ class PixelCNNPrior(LossTermsModel):
         )
 
     @property
-    def conditional(self):
-        """Whether the prior takes class labels."""
-        return self.num_classes is not None
-
-    @property
     def conditioned_on_grid(self):
         """Whether the prior takes a condition code grid."""
         return self.condition_num_embeddings is not None
@@ -308,20 +301,9 @@ class PixelCNNPrior(LossTermsModel):
 
     # -- input checks -----------------------------------------------------------
 
-    def check_inputs(self, indices, labels=None, condition=None):
-        """Raises a clear error unless `indices`, `labels` and `condition` suit this prior."""
-        validation.check_code_grids(indices, self.code_shape, self.num_embeddings)
-        self._check_condition(condition, tuple(indices.shape)[0])
-        validation.check_class_labels(labels, self.num_classes, tuple(indices.shape)[0])
-
     def _check_condition(self, condition, batch):
         if not self.conditioned_on_grid:
-            if condition is not None:
-                raise ValueError(
-                    "This prior has no condition grid (condition_num_embeddings=None): "
-                    "a condition is not accepted."
-                )
-            return
+            return super()._check_condition(condition, batch)
         height, width = self.condition_grid_shape
         if condition is None:
             raise ValueError(
@@ -473,49 +455,17 @@ class PixelCNNPrior(LossTermsModel):
         terms = {"nll": ops.mean(nll_per_grid) / math.prod(self.code_shape)}
         return terms, {"nll_per_grid": nll_per_grid}
 
-    @property
-    def extra_metrics(self):
-        return [self.bits_per_dim] if self.image_size is not None else []
-
-    def update_extra_metrics(self, outputs):
-        if self.image_size is not None:
-            pixel_values = math.prod(self.image_size)
-            self.bits_per_dim.update_state(outputs["nll_per_grid"] / (math.log(2) * pixel_values))
-
-    def _check_array_inputs(self, x, y):
-        # Built here, since otherwise JAX and PyTorch `fit` build the model by
-        # a symbolic call on the grids alone, without the labels.
-        self._build_if_needed()
-        # Arrays are checked before Keras converts them, so that out-of-range
-        # codes or labels fail here with a clear message.
-        if isinstance(x, (tuple, list)) or isinstance(x, np.ndarray):
-            indices, labels, condition = self._split_inputs(x, y)
-            if all(
-                value is None or isinstance(value, np.ndarray)
-                for value in (indices, labels, condition)
-            ):
-                self.check_inputs(indices, labels, condition)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_array_inputs(x, y)
-        return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_array_inputs(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        self._check_array_inputs(x, None)
-        return super().predict(x, *args, **kwargs)
-
     # -- sampling --------------------------------------------------------------
 
-    def sample(self, num, labels=None, condition=None, temperature=1.0, top_k=None, seed=None):
+    def sample(
+        self, num, labels=None, condition=None, temperature=1.0, top_k=None, top_p=None, seed=None
+    ):
         """Draws `num` code grids, position by position in raster order.
 
         Each code is drawn from `softmax(logits / temperature)`, restricted to
-        the `top_k` most likely codes when `top_k` is set, by inverting the
-        cumulative distribution at a uniform number. The uniform numbers (one
+        the `top_k` most likely codes and to the smallest set of most likely
+        codes whose probability reaches `top_p` when they are set, by
+        inverting the cumulative distribution at a uniform number. The uniform numbers (one
         per code) come from `keras.random.uniform` with `seed`, so the same
         seed gives the same grids on the same backend. With `depth`, the
         levels of a position are drawn coarse to fine before the next position.
@@ -531,6 +481,7 @@ class PixelCNNPrior(LossTermsModel):
             top_k: None, or an int in `[1, num_embeddings]`: only the codes
                 whose logit is at least the k-th largest can be drawn (codes
                 tied with it included).
+            top_p: None, or a float in `(0, 1]`: nucleus sampling.
             seed: None (draws from Keras' global seed generator) or a
                 non-negative int.
 
@@ -539,13 +490,9 @@ class PixelCNNPrior(LossTermsModel):
             codes in `[0, num_embeddings)`, ready for the VQ model's
             `decode_indices`.
         """
-        num = validation.positive_int("num", num)
-        temperature = validation.float_in_range(
-            "temperature", temperature, 0.0, np.inf, low_inclusive=False, high_inclusive=False
+        num, temperature, top_k, top_p, seed = self._check_sampling_options(
+            num, temperature, top_k, top_p, seed
         )
-        top_k = validation.top_k(top_k, self.num_embeddings)
-        if seed is not None:
-            seed = validation.non_negative_int("seed", seed)
         if self.conditional and labels is None:
             raise ValueError(
                 f"This prior is class-conditional (num_classes={self.num_classes}): "
@@ -566,22 +513,10 @@ class PixelCNNPrior(LossTermsModel):
             (math.prod(self.code_shape), num), dtype="float32", seed=seed
         )
         grids = ops.zeros((num, *self.code_shape), dtype="int32")
-        temperature = ops.convert_to_tensor(temperature, dtype="float32")
-        return self._run_sampling_loop(grids, labels, condition, uniforms, temperature, top_k)
+        arguments = (grids, labels, condition, uniforms, temperature)
+        return self._run_compiled(arguments, {"top_k": top_k, "top_p": top_p})
 
-    def _draw(self, logits, uniforms, temperature, top_k):
-        """Codes `(num,)` drawn from `logits` `(num, K)` by inverting the CDF at `uniforms`."""
-        logits = logits / temperature
-        if top_k is not None and top_k < self.num_embeddings:
-            kth_largest = ops.top_k(logits, top_k)[0][:, -1:]
-            logits = ops.where(logits < kth_largest, -np.inf, logits)
-        cdf = ops.cumsum(ops.softmax(logits, axis=-1), axis=-1)
-        # The first code whose cumulative probability reaches u (scaled by the
-        # total, which float rounding keeps only close to 1).
-        codes = ops.sum(ops.cast(cdf < uniforms[:, None] * cdf[:, -1:], "int32"), axis=-1)
-        return ops.minimum(codes, self.num_embeddings - 1)
-
-    def _sampling_loop(self, grids, labels, condition, uniforms, temperature, top_k):
+    def _sampling_loop(self, grids, labels, condition, uniforms, temperature, top_k, top_p):
         """Draws the codes of `grids` in raster order (levels innermost).
 
         Row i of the vertical stacks depends on rows < i only, so it is computed
@@ -630,6 +565,7 @@ class PixelCNNPrior(LossTermsModel):
                         ops.take(uniforms, index, axis=0),
                         temperature,
                         top_k,
+                        top_p,
                     )
                     return set_code(grids, index, codes)
 
@@ -638,35 +574,6 @@ class PixelCNNPrior(LossTermsModel):
             return ops.fori_loop(0, width, column_body, grids)
 
         return ops.fori_loop(0, height, row_body, grids)
-
-    def _run_sampling_loop(self, grids, labels, condition, uniforms, temperature, top_k):
-        backend = keras.config.backend()
-        arguments = (grids, labels, condition, uniforms, temperature)
-        if backend == "jax":
-            import jax
-
-            if self._compiled_sampler is None:
-
-                def stateless_loop(values, *arguments, top_k):
-                    mapping = list(zip(self.variables, values))
-                    with keras.StatelessScope(state_mapping=mapping):
-                        return self._sampling_loop(*arguments, top_k)
-
-                self._compiled_sampler = jax.jit(stateless_loop, static_argnames=("top_k",))
-            values = [variable.value for variable in self.variables]
-            return self._compiled_sampler(values, *arguments, top_k=top_k)
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if self._compiled_sampler is None:
-                self._compiled_sampler = tf.function(self._sampling_loop)
-            return self._compiled_sampler(*arguments, top_k)
-        if backend == "torch":
-            import torch
-
-            with torch.no_grad():
-                return self._sampling_loop(*arguments, top_k)
-        return self._sampling_loop(*arguments, top_k)
 
     def get_config(self):
         config = super().get_config()

@@ -84,6 +84,7 @@ class TransformerPrior(CodeTransformer):
     """
 
     causal = True
+    sampling_options = ("temperature", "top_k", "top_p", "guidance_scale")
 
     def sequence_logits(self, indices, start_labels, training=False):
         """float32 logits `(batch, h * w, K)` of raster-flattened `indices`
@@ -105,7 +106,7 @@ class TransformerPrior(CodeTransformer):
 
     def compute_losses(self, data, training=False):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        indices, labels = self._split_inputs(x, y)
+        indices, labels, _ = self._split_inputs(x, y)
         self.check_inputs(indices, labels)
         self._build_if_needed()
         logits = self._logits(indices, labels, training=training)
