@@ -1,8 +1,9 @@
-"""The recipe of the PixelCNN prior presets: `zoo/<preset>/recipe.py` names the
-VQ-VAE preset, the data and the sizes; this module does the rest.
+"""The recipe of the prior presets: `zoo/<preset>/recipe.py` names the VQ-VAE
+preset, the data, the prior's class and sizes; this module does the rest.
 
 It encodes the images of a keras.datasets-layout .npz into code grids with
-the VQ-VAE, trains a class-conditional `vqkeras.models.PixelCNNPrior` on the
+the VQ-VAE, trains a class-conditional prior (`PixelCNNPrior`,
+`TransformerPrior` or `MaskGITPrior`) on the
 training grids with their labels (the last 5000 training images held out for
 validation, as in the autoencoder recipes), then measures the prior on the
 test grids and writes everything to `--out`:
@@ -28,7 +29,9 @@ from the last completed epoch. To start afresh, use a new `--out` directory.
 
 Test metrics: `nll_nats_per_code` is the mean cross-entropy of the test codes
 given the codes before them and the class label; `bits_per_dim` the NLL of a
-whole grid in bits divided by the pixel values of an image (H * W * C).
+whole grid in bits divided by the pixel values of an image (H * W * C). A
+MaskGIT prior reports `masked_code_cross_entropy_nats` instead (see
+`vqkeras.evaluation.evaluate_prior`).
 """
 
 import dataclasses
@@ -43,7 +46,7 @@ import numpy as np
 import vqkeras
 from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
 from vqkeras.file_io import write_atomic, write_json_atomic
-from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.models import MaskGITPrior, PixelCNNPrior
 from vqkeras.training import (
     compile_with_cosine_adam,
     completed_epochs,
@@ -75,8 +78,10 @@ class PriorRecipe:
         dataset: what the images are, for the model card, e.g. "MNIST".
         classifier: a classifier preset that judges the class-conditional
             samples, or None to skip that measurement.
-        filters, num_blocks, kernel_size, embedding_dim: the prior's sizes
-            (see `PixelCNNPrior`).
+        prior_class: the prior's class (a `vqkeras.models.CodePrior`).
+        prior_arguments: its constructor's sizes and options, besides the
+            codes, classes, image size and name (see the class).
+        learning_rate: the initial learning rate of the cosine schedule.
     """
 
     name: str
@@ -86,10 +91,16 @@ class PriorRecipe:
     sample: str
     dataset: str
     classifier: str | None = None
-    filters: int = 64
-    num_blocks: int = 4
-    kernel_size: int = 5
-    embedding_dim: int = 64
+    prior_class: type = PixelCNNPrior
+    prior_arguments: dict = dataclasses.field(
+        default_factory=lambda: {
+            "filters": 64,
+            "num_blocks": 4,
+            "kernel_size": 5,
+            "embedding_dim": 64,
+        }
+    )
+    learning_rate: float = LEARNING_RATE
 
 
 def parse_args(recipe, description, argv=None):
@@ -139,22 +150,42 @@ def save_samples(recipe, prior, vqvae, out, seed):
     return sampling_time
 
 
+def sample_check(recipe, prior, vqvae, vqvae_name):
+    """The `sample_check` metadata entry: the NLL of the shipped sample's codes,
+    which the test suite checks stays under a ceiling. Empty for a prior
+    whose loss is no likelihood (MaskGIT's masked cross-entropy is random)."""
+    if not prior.nll_is_likelihood:
+        return {}
+    images, labels = vqkeras.samples.load(recipe.sample)
+    nll = evaluate_prior(prior, encode_indices(vqvae, images), labels)["nll_nats_per_code"]
+    return {
+        "sample_check": {
+            "sample": recipe.sample,
+            "vqvae": vqvae_name,
+            "nll_nats_per_code": round(nll, 4),
+            "nll_ceiling_nats_per_code": round(nll + SAMPLE_NLL_MARGIN, 2),
+        }
+    }
+
+
 def build_prior(recipe, num_embeddings, grid_shape, total_steps):
     """The prior of `recipe`, built and compiled."""
-    prior = PixelCNNPrior(
+    # MaskGIT's loss is no likelihood: it takes no image size for bits/dim.
+    image_size = None if issubclass(recipe.prior_class, MaskGITPrior) else recipe.image_shape
+    prior = recipe.prior_class(
         num_embeddings=num_embeddings,
         grid_shape=grid_shape,
         num_classes=recipe.num_classes,
-        filters=recipe.filters,
-        num_blocks=recipe.num_blocks,
-        kernel_size=recipe.kernel_size,
-        embedding_dim=recipe.embedding_dim,
-        image_size=recipe.image_shape,
+        **recipe.prior_arguments,
+        **({} if image_size is None else {"image_size": image_size}),
         name=recipe.name,
     )
     prior.build((None, *grid_shape))
     compile_with_cosine_adam(
-        prior, total_steps, learning_rate=LEARNING_RATE, final_fraction=FINAL_LEARNING_RATE_FRACTION
+        prior,
+        total_steps,
+        learning_rate=recipe.learning_rate,
+        final_fraction=FINAL_LEARNING_RATE_FRACTION,
     )
     return prior
 
@@ -221,10 +252,9 @@ def main(recipe, description, argv=None):
         "test_grids": len(codes["test_codes"]),
         "grid_shape": list(grid_shape),
         "num_embeddings": vqvae.num_embeddings,
-        "filters": recipe.filters,
-        "num_blocks": recipe.num_blocks,
-        "kernel_size": recipe.kernel_size,
-        "embedding_dim": recipe.embedding_dim,
+        "prior_class": recipe.prior_class.__name__,
+        "prior_arguments": recipe.prior_arguments,
+        "learning_rate": recipe.learning_rate,
         "parameters": prior.count_params(),
         "code_export_time_s": export_time,
         "fit_time_this_session_s": fit_time,
@@ -235,23 +265,13 @@ def main(recipe, description, argv=None):
         "test": test,
     }
     write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
-    sample_images, sample_labels = vqkeras.samples.load(recipe.sample)
-    sample_nll = evaluate_prior(prior, encode_indices(vqvae, sample_images), sample_labels)
     judged = f"; 1000 class-conditional samples judged by {args.classifier}"
     prior.save_to_preset(
         os.path.join(args.out, "preset"),
         metadata={
             "vqvae": args.vqvae,
             **({"classifier": args.classifier} if args.classifier else {}),
-            # The test suite checks the shipped sample's codes stay this likely.
-            "sample_check": {
-                "sample": recipe.sample,
-                "vqvae": args.vqvae,
-                "nll_nats_per_code": round(sample_nll["nll_nats_per_code"], 4),
-                "nll_ceiling_nats_per_code": round(
-                    sample_nll["nll_nats_per_code"] + SAMPLE_NLL_MARGIN, 2
-                ),
-            },
+            **sample_check(recipe, prior, vqvae, args.vqvae),
             "dataset": f"{recipe.dataset} code grids of {args.vqvae}, train split minus its "
             f"last {VALIDATION_SIZE} images, with class labels",
             "evaluation": f"{recipe.dataset} test split, all {len(codes['test_codes'])} images "
