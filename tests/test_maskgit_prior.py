@@ -127,3 +127,38 @@ def test_bad_arguments_and_inputs_raise():
         prior.sample(2, labels=labels[:2], num_steps=0)
     with pytest.raises(ValueError, match="choice_temperature=-1"):
         prior.sample(2, labels=labels[:2], choice_temperature=-1)
+
+
+def test_stacked_codes_given_a_condition_grid(tmp_path):
+    stacked = {"depth": 2, "condition_num_embeddings": 5, "condition_grid_shape": (2, 2)}
+    prior = tiny_prior(num_classes=3, **stacked)
+    rng = np.random.default_rng(0)
+    grids = rng.integers(0, K, size=(4, 4, 4, 2)).astype("int32")
+    condition = rng.integers(0, 5, size=(4, 2, 2)).astype("int32")
+    labels = np.array([0, 1, 2, 0], dtype="int32")
+    logits = to_numpy(prior((grids, condition, labels)))
+    assert logits.shape == (4, 4, 4, 2, K)
+    # The mask token is accepted at any level; a condition code moves every logit.
+    masked = np.where(np.arange(2) == 1, prior.mask_token, grids)
+    assert np.isfinite(to_numpy(prior((masked, condition, labels)))).all()
+    other = condition.copy()
+    other[:, 1, 1] = (other[:, 1, 1] + 1) % 5
+    moved = to_numpy(prior((grids, other, labels)))
+    assert np.all(np.abs(moved - logits).max(axis=-1) > 1e-6)
+    prior.compile(optimizer="adam")
+    logs = prior.fit((grids, condition), labels, epochs=1, batch_size=2, verbose=0).history
+    assert np.isfinite(logs["nll"][0])
+    # The schedule counts every code of every level.
+    codes, history = prior.sample(
+        4, labels=labels, condition=condition, num_steps=4, seed=2, return_history=True
+    )
+    history = to_numpy(history)
+    assert to_numpy(codes).shape == (4, 4, 4, 2) and history.shape == (4, 4, 4, 4, 2)
+    for step, still_masked in enumerate(MaskGITPrior.mask_schedule(32, 4)):
+        np.testing.assert_array_equal((history[step] == -1).sum(axis=(1, 2, 3)), still_masked)
+    prior.save_to_preset(str(tmp_path / "preset"))
+    restored = MaskGITPrior.from_preset(str(tmp_path / "preset"))
+    np.testing.assert_array_equal(
+        to_numpy(restored.sample(2, labels=labels[:2], condition=condition[:2], seed=5)),
+        to_numpy(prior.sample(2, labels=labels[:2], condition=condition[:2], seed=5)),
+    )

@@ -224,8 +224,94 @@ def test_for_grid_and_fits():
     assert prior.fits(grid) and prior.conditional and prior.code_shape == (4, 4)
     assert not prior.fits(CodeGrid("indices", (4, 5), K))
     assert not prior.fits(CodeGrid("indices", (4, 4), K + 1))
-    with pytest.raises(ValueError, match="plain grids"):
-        TransformerPrior.for_grid(CodeGrid("indices", (4, 4, 2), K))
+    # Stacked codes (an RQ-VAE's) and a grid given another (a VQ-VAE-2's bottom).
+    stacked = CodeGrid("indices", (4, 4, 2), K)
+    prior = TransformerPrior.for_grid(stacked, embed_dim=16, num_heads=2)
+    assert prior.code_shape == (4, 4, 2) and prior.fits(stacked) and not prior.fits(grid)
+    top, bottom = CodeGrid("top", (2, 2), 5), CodeGrid("bottom", (4, 4), K, conditioned_on="top")
+    prior = TransformerPrior.for_grid(bottom, condition=top, embed_dim=16, num_heads=2)
+    assert prior.fits(bottom, top) and not prior.fits(bottom) and prior.conditioned_on_grid
+    assert prior.sequence_length == 1 + 4 + 16 - 1
+
+
+# Stacked codes (depth 2) given a 2x2 condition grid of 5 codes.
+STACKED = {"depth": 2, "condition_num_embeddings": 5, "condition_grid_shape": (2, 2)}
+
+
+def stacked_inputs(batch, grid_shape=(4, 4), condition_shape=(2, 2), seed=0):
+    """Random stacked code grids, condition grids and labels."""
+    rng = np.random.default_rng(seed)
+    grids = rng.integers(0, K, size=(batch, *grid_shape, 2)).astype("int32")
+    condition = rng.integers(0, 5, size=(batch, *condition_shape)).astype("int32")
+    return grids, condition, (np.arange(batch) % 3).astype("int32")
+
+
+def test_stacked_codes_given_a_condition_grid_are_exactly_causal():
+    prior = tiny_prior(
+        num_classes=3, grid_shape=(3, 4), **{**STACKED, "condition_grid_shape": (1, 2)}
+    )
+    length = 3 * 4 * 2
+    grids, condition, labels = stacked_inputs(1, (3, 4), (1, 2))
+    base = np.repeat(grids, length, axis=0)
+    condition = np.repeat(condition, length, axis=0)
+    labels = np.repeat(labels, length)
+    # Copy i has code i changed (levels innermost in the flattened order).
+    perturbed = base.reshape(length, length).copy()
+    perturbed[np.arange(length), np.arange(length)] += 1
+    perturbed = (perturbed % K).reshape(base.shape)
+    before = to_numpy(prior((base, condition, labels))).reshape(length, length, K)
+    after = to_numpy(prior((perturbed, condition, labels))).reshape(length, length, K)
+    changed = np.abs(after - before).max(axis=-1)
+    for i in range(length):
+        assert np.all(changed[i, : i + 1] == 0), i
+        assert np.all(changed[i, i + 1 :] > 1e-6), i
+    # Every code sees every condition code.
+    other = condition.copy()
+    other[:, 0, 1] = (other[:, 0, 1] + 1) % 5
+    moved = to_numpy(prior((base, other, labels))).reshape(length, length, K)
+    assert np.all(np.abs(moved - before).max(axis=-1) > 1e-6)
+
+
+def test_cached_steps_give_the_full_forward_logits_with_depth_and_condition():
+    prior = tiny_prior(num_classes=3, grid_shape=(4, 4), **STACKED)
+    grids, condition, labels = stacked_inputs(3, seed=1)
+    full = to_numpy(prior((grids, condition, labels))).reshape(3, 32, K)
+    flat, given = grids.reshape(3, 32), condition.reshape(3, 4)
+    cache = prior.initial_cache(3)
+    for position in range(prior.sequence_length):
+        code = position - prior.prefix_length
+        previous = flat[:, max(code - 1, 0)]
+        logits, cache = prior.next_logits(previous, position, labels, cache, given)
+        if code >= 0:
+            np.testing.assert_allclose(to_numpy(logits), full[:, code], atol=1e-4, rtol=1e-4)
+
+
+def test_stacked_conditioned_prior_trains_samples_and_reloads(tmp_path):
+    prior = tiny_prior(num_classes=3, grid_shape=(4, 4), image_size=(16, 16, 1), **STACKED)
+    randomize_head_bias(prior)
+    grids, condition, labels = stacked_inputs(8, seed=3)
+    prior.compile(optimizer="adam")
+    logs = prior.fit((grids, condition), labels, epochs=1, batch_size=4, verbose=0).history
+    assert np.isfinite(logs["nll"][0]) and "bits_per_dim" in logs
+    with pytest.raises(ValueError, match=r"condition codes of shape \(batch, 2, 2\)"):
+        prior.sample(2, labels=labels[:2])
+    greedy = to_numpy(prior.sample(3, labels=labels[:3], condition=condition[:3], top_k=1))
+    recomputed = prior.sample(
+        3, labels=labels[:3], condition=condition[:3], top_k=1, use_cache=False
+    )
+    assert greedy.shape == (3, 4, 4, 2) and greedy.max() < K
+    np.testing.assert_array_equal(greedy, to_numpy(recomputed))
+    # Greedy codes are the argmax of their logits given the sampled grid.
+    logits = to_numpy(prior((greedy, condition[:3], labels[:3])))
+    np.testing.assert_array_equal(np.argmax(logits, axis=-1), greedy)
+    prior.save_to_preset(str(tmp_path / "preset"))
+    restored = TransformerPrior.from_preset(str(tmp_path / "preset"))
+    assert restored.get_config() == prior.get_config()
+    np.testing.assert_allclose(
+        to_numpy(restored((grids, condition, labels))),
+        to_numpy(prior((grids, condition, labels))),
+        atol=1e-6,
+    )
 
 
 def test_bad_inputs_raise_clear_errors():

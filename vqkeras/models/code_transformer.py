@@ -14,20 +14,23 @@ class CodeTransformer(CodePrior):
 
     Holds what `TransformerPrior` (autoregressive) and `MaskGITPrior`
     (masked, bidirectional) share: the constructor arguments and their
-    checks, the token, class ("start") and positional embeddings, the
-    `TransformerBlock`s (causal or not, per `causal`), the head,
-    `for_grid`/`fits` and the sampling-argument checks (the rest of a prior's
-    common parts is in `CodePrior`). Subclasses set `causal`, `extra_tokens` and `sequence_length`,
-    and implement `_logits`, `compute_losses` and `sample`.
+    checks, the token, class ("start"), condition and positional embeddings,
+    the `TransformerBlock`s (causal or not, per `causal`), the head and the
+    sampling-argument checks (the rest of a prior's common parts is in
+    `CodePrior`). Subclasses set `causal`, `extra_tokens` and
+    `sequence_length`, and implement `_logits`, `compute_losses` and `sample`.
+
+    The sequence: the class token, then the condition codes (a condition
+    grid's `hc * wc` codes in raster order, all known before sampling), then
+    the `h * w * levels` codes, a position's levels coarse to fine (flattened
+    stacked codes: level l's code k has its own embedding, row `l * K + k`).
+    One head predicts every code; the position embedding tells the level.
 
     The class token: a class-conditional prior learns one embedding per
     class plus a "null class" (index `num_classes`); in training each label
     is replaced by the null class with probability `label_dropout`, so the
     network also learns the unconditional distribution (for classifier-free
     guidance). An unconditional prior has one class embedding.
-
-    Plain grids only: stacked codes (`depth`) and condition grids are for
-    `PixelCNNPrior`.
     """
 
     causal = True
@@ -45,15 +48,20 @@ class CodeTransformer(CodePrior):
         dropout=0.0,
         label_dropout=0.1,
         image_size=None,
+        depth=None,
+        condition_num_embeddings=None,
+        condition_grid_shape=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
-        self.grid_shape = validation.positive_int_tuple("grid_shape", grid_shape)
-        if len(self.grid_shape) != 2:
-            raise ValueError(f"`grid_shape` must be (height, width). Received: {grid_shape!r}")
-        self.num_classes = (
-            None if num_classes is None else validation.positive_int("num_classes", num_classes)
+        super().__init__(
+            num_embeddings,
+            grid_shape,
+            num_classes=num_classes,
+            image_size=image_size,
+            depth=depth,
+            condition_num_embeddings=condition_num_embeddings,
+            condition_grid_shape=condition_grid_shape,
+            **kwargs,
         )
         self.embed_dim = validation.positive_int("embed_dim", embed_dim)
         self.num_heads = validation.positive_int("num_heads", num_heads)
@@ -68,22 +76,25 @@ class CodeTransformer(CodePrior):
         self.label_dropout = validation.float_in_range(
             "label_dropout", label_dropout, 0.0, 1.0, high_inclusive=False
         )
-        self.image_size = None
-        if image_size is not None:
-            self.image_size = validation.positive_int_tuple("image_size", image_size)
-            if len(self.image_size) != 3:
-                raise ValueError(
-                    f"`image_size` must be (height, width, channels). Received: {image_size!r}"
-                )
-        self.length = math.prod(self.grid_shape)
-        # One token per code, plus the subclass's own (MaskGIT's mask token).
+        # Codes per sequence, and condition codes before them.
+        self.length = math.prod(self.code_shape)
+        self.prefix_length = math.prod(self.condition_grid_shape) if self.conditioned_on_grid else 0
+        # One token per code of each level, plus the subclass's own (MaskGIT's
+        # mask token).
         policy = self.dtype_policy
         self.token_embedding = layers.Embedding(
-            self.num_embeddings + self.extra_tokens,
+            self.num_embeddings * self.levels + self.extra_tokens,
             self.embed_dim,
             name="token_embedding",
             dtype=policy,
         )
+        if self.conditioned_on_grid:
+            self.condition_embedding = layers.Embedding(
+                self.condition_num_embeddings,
+                self.embed_dim,
+                name="condition_embedding",
+                dtype=policy,
+            )
         # Row c is the start token of class c; row num_classes the null class.
         self.start_embedding = layers.Embedding(
             (self.num_classes or 0) + 1, self.embed_dim, name="start_embedding", dtype=policy
@@ -119,36 +130,14 @@ class CodeTransformer(CodePrior):
 
     @property
     def sequence_length(self):
-        """Tokens per sequence fed to the blocks."""
-        return self.length
-
-    @classmethod
-    def for_grid(cls, grid, **kwargs):
-        """A prior over the codes of `grid` (a `vqkeras.codes.CodeGrid` of
-        `model.code_grids()`); `kwargs` are the other constructor arguments."""
-        if grid.depth is not None or grid.conditioned_on is not None:
-            raise ValueError(
-                f"{cls.__name__} models plain grids (h, w) chosen given no other grid; use "
-                f"PixelCNNPrior for stacked or conditioned codes. Received: {grid!r}"
-            )
-        return cls(grid.num_embeddings, grid.spatial_shape, **kwargs)
-
-    def fits(self, grid, condition=None):
-        """Whether this prior models the codes of `grid` (given no `condition`)."""
-        return condition is None and (self.num_embeddings, self.code_shape) == (
-            grid.num_embeddings,
-            tuple(grid.shape),
-        )
+        """Tokens per sequence fed to the blocks: the class token, the
+        condition codes and the codes but the last (which no later code sees)."""
+        return self.prefix_length + self.length
 
     @property
     def null_class(self):
         """Start-token index of the unconditional distribution."""
         return self.num_classes or 0
-
-    @property
-    def code_shape(self):
-        """Shape of one sample: `grid_shape`."""
-        return self.grid_shape
 
     def build(self, input_shape=None):
         # The layers' shapes follow from the configuration; layers already
@@ -161,6 +150,8 @@ class CodeTransformer(CodePrior):
             (self.head, (None, None, self.embed_dim)),
         ]
         sublayers += [(block, (None, None, self.embed_dim)) for block in self.blocks]
+        if self.conditioned_on_grid:
+            sublayers.append((self.condition_embedding, (None, self.prefix_length)))
         for layer, shape in sublayers:
             if not layer.built:
                 layer.build(shape)
@@ -170,19 +161,6 @@ class CodeTransformer(CodePrior):
             self.build((None, *self.grid_shape))
 
     # -- input checks -----------------------------------------------------------
-
-    def _split_inputs(self, x, y=None):
-        """`(indices, labels, None)` from `x` (see the call arguments) and `y`:
-        no condition grid."""
-        labels = y if self.conditional else None
-        if not isinstance(x, (tuple, list)):
-            return x, labels, None
-        if len(x) != 2:
-            raise ValueError(
-                "Expected code grids or a pair (grids, labels). "
-                f"Received a sequence of {len(x)} inputs."
-            )
-        return x[0], x[1], None
 
     # -- forward ---------------------------------------------------------------
 
@@ -197,6 +175,33 @@ class CodeTransformer(CodePrior):
             labels = ops.where(dropped < self.label_dropout, self.null_class, labels)
         return labels
 
+    def embed_codes(self, tokens):
+        """Features `(batch, n, embed_dim)` of the first `n` codes of
+        raster-flattened sequences `tokens` `(batch, n)`: level l's code k is
+        row `l * K + k`; values from `K` up are the subclass's extra tokens."""
+        levels = ops.arange(ops.shape(tokens)[1], dtype="int32") % self.levels
+        tokens = ops.cast(tokens, "int32")
+        rows = ops.where(
+            tokens < self.num_embeddings,
+            tokens + levels[None, :] * self.num_embeddings,
+            tokens + (self.levels - 1) * self.num_embeddings,
+        )
+        return self.token_embedding(rows)
+
+    def prefix(self, start_labels, condition=None):
+        """Features `(batch, 1 + hc * wc, embed_dim)` of the class token and
+        the flattened condition codes `(batch, hc * wc)` (none without)."""
+        start = self.start_embedding(start_labels)[:, None, :]
+        if condition is None:
+            return start
+        return ops.concatenate([start, self.condition_embedding(condition)], axis=1)
+
+    def _flat(self, codes):
+        """int32 `(batch, n)` of code or condition grids `(batch, ...)`; None stays None."""
+        if codes is None:
+            return None
+        return ops.reshape(ops.cast(codes, "int32"), (ops.shape(codes)[0], -1))
+
     def _head(self, features):
         return ops.cast(self.head(self.final_norm(features)), "float32")
 
@@ -208,20 +213,24 @@ class CodeTransformer(CodePrior):
             x = block(x, training=training)
         return x
 
-    def _logits(self, indices, labels, training=False):
+    def _logits(self, indices, labels, condition, training=False):
         raise NotImplementedError
 
     def call(self, inputs, training=None):
-        indices, labels, _ = self._split_inputs(inputs)
-        self.check_inputs(indices, labels, num_values=self.input_values)
-        return self._logits(indices, labels, training=bool(training))
+        indices, labels, condition = self._split_inputs(inputs)
+        self.check_inputs(indices, labels, condition, num_values=self.input_values)
+        return self._logits(indices, labels, condition, training=bool(training))
 
     # -- sampling --------------------------------------------------------------
 
-    def _sampling_arguments(self, num, labels, temperature, top_k, top_p, guidance_scale, seed):
+    def _sampling_arguments(
+        self, num, labels, condition, temperature, top_k, top_p, guidance_scale, seed
+    ):
         """Checks the arguments of `sample`; returns them as `(num, start_labels,
-        temperature, top_k, top_p, guidance_scale, seed)`, with int32 start
-        labels `(num,)` (the null class without labels) and float32 tensors."""
+        condition, temperature, top_k, top_p, guidance_scale, seed)`, with
+        int32 start labels `(num,)` (the null class without labels), int32
+        flattened condition codes `(num, hc * wc)` (or None) and float32
+        tensors."""
         num, temperature, top_k, top_p, seed = self._check_sampling_options(
             num, temperature, top_k, top_p, seed
         )
@@ -242,7 +251,8 @@ class CodeTransformer(CodePrior):
         if labels is not None:
             start_labels = labels.astype("int32")
         start_labels = ops.convert_to_tensor(start_labels, dtype="int32")
-        return num, start_labels, temperature, top_k, top_p, guidance_scale, seed
+        condition = self._flat(self._sampling_condition(condition, num))
+        return num, start_labels, condition, temperature, top_k, top_p, guidance_scale, seed
 
     @staticmethod
     def _guided(logits, guidance_scale):
@@ -258,16 +268,12 @@ class CodeTransformer(CodePrior):
         config = super().get_config()
         config.update(
             {
-                "num_embeddings": self.num_embeddings,
-                "grid_shape": self.grid_shape,
-                "num_classes": self.num_classes,
                 "embed_dim": self.embed_dim,
                 "num_heads": self.num_heads,
                 "num_layers": self.num_layers,
                 "mlp_ratio": self.mlp_ratio,
                 "dropout": self.dropout,
                 "label_dropout": self.label_dropout,
-                "image_size": self.image_size,
             }
         )
         return config

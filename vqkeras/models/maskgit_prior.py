@@ -29,8 +29,13 @@ class MaskGITPrior(CodeTransformer):
     masked code is drawn, and the most confident draws (log-probability
     plus Gumbel noise scaled by `choice_temperature * (1 - (t + 1) /
     num_steps)`, annealed to none at the end) are kept so that
-    `mask_schedule(h * w, num_steps)[t]` codes stay masked; kept codes are
-    final.
+    `mask_schedule(L, num_steps)[t]` of the `L` codes stay masked; kept
+    codes are final.
+
+    Stacked codes (`depth`) and a condition grid (`condition_num_embeddings`,
+    `condition_grid_shape`) as in `TransformerPrior`: the levels of a
+    position follow each other in the sequence, and the condition codes,
+    never masked, come after the class token.
 
     Args:
         num_embeddings: number of codes K of the VQ model.
@@ -43,6 +48,10 @@ class MaskGITPrior(CodeTransformer):
         dropout: dropout rate in the blocks and on the input embeddings.
         label_dropout: probability, in training, of replacing a label by the
             null class; ignored by an unconditional prior.
+        depth: stacked codes per position (an RQ-VAE's levels), or None.
+        condition_num_embeddings: codes of the condition grid, or None.
+        condition_grid_shape: `(hc, wc)` of the condition grid, dividing
+            `grid_shape`; set with `condition_num_embeddings`.
         **kwargs: base model keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -91,8 +100,8 @@ class MaskGITPrior(CodeTransformer):
 
     @property
     def sequence_length(self):
-        """The class token, then the `h * w` codes."""
-        return self.length + 1
+        """The class token, the condition codes, then the codes."""
+        return 1 + self.prefix_length + self.length
 
     @property
     def mask_token(self):
@@ -124,22 +133,26 @@ class MaskGITPrior(CodeTransformer):
             masked.append(previous)
         return tuple(masked)
 
-    def masked_logits(self, tokens, start_labels, training=False):
-        """float32 logits `(batch, h * w, K)` of raster-flattened `tokens`
-        `(batch, h * w)` (codes, or `mask_token`) given class-token indices
-        `(batch,)`."""
-        start = self.start_embedding(start_labels)[:, None, :]
-        x = ops.concatenate([start, self.token_embedding(tokens)], axis=1)
-        return self._head(self._blocks(x, training=training))[:, 1:]
+    def masked_logits(self, tokens, start_labels, condition=None, training=False):
+        """float32 logits `(batch, L, K)` of raster-flattened `tokens`
+        `(batch, L)` (codes, or `mask_token`) given class-token indices
+        `(batch,)` and flattened condition codes `(batch, hc * wc)` (None
+        without a condition grid)."""
+        x = ops.concatenate(
+            [self.prefix(start_labels, condition), self.embed_codes(tokens)], axis=1
+        )
+        return self._head(self._blocks(x, training=training))[:, 1 + self.prefix_length :]
 
-    def _logits(self, indices, labels, training=False):
+    def _logits(self, indices, labels, condition, training=False):
         batch = ops.shape(indices)[0]
-        flat = ops.reshape(ops.cast(indices, "int32"), (batch, self.length))
-        logits = self.masked_logits(flat, self._start_labels(labels, batch, training), training)
-        return ops.reshape(logits, (batch, *self.grid_shape, self.num_embeddings))
+        start_labels = self._start_labels(labels, batch, training)
+        logits = self.masked_logits(
+            self._flat(indices), start_labels, self._flat(condition), training
+        )
+        return ops.reshape(logits, (batch, *self.code_shape, self.num_embeddings))
 
     def random_mask(self, batch):
-        """Bool `(batch, h * w)`: each row masks `ceil(cos(pi / 2 * r) * h * w)`
+        """Bool `(batch, L)`: each row masks `ceil(cos(pi / 2 * r) * L)`
         random positions (at least one), `r ~ U(0, 1)` per row."""
         ratios = ops.cos(math.pi / 2 * keras.random.uniform((batch, 1), seed=self.mask_seed))
         counts = ops.clip(ops.ceil(ratios * self.length), 1, self.length)
@@ -152,15 +165,15 @@ class MaskGITPrior(CodeTransformer):
 
     def compute_losses(self, data, training=False):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        indices, labels, _ = self._split_inputs(x, y)
-        self.check_inputs(indices, labels)
+        indices, labels, condition = self._split_inputs(x, y)
+        self.check_inputs(indices, labels, condition)
         self._build_if_needed()
         batch = ops.shape(indices)[0]
-        flat = ops.reshape(ops.cast(indices, "int32"), (batch, self.length))
+        flat = self._flat(indices)
         masked = self.random_mask(batch)
         tokens = ops.where(masked, self.mask_token, flat)
         start_labels = self._start_labels(labels, batch, training)
-        logits = self.masked_logits(tokens, start_labels, training)
+        logits = self.masked_logits(tokens, start_labels, self._flat(condition), training)
         per_code = keras.losses.sparse_categorical_crossentropy(flat, logits, from_logits=True)
         weights = ops.cast(masked, "float32")
         return {"nll": ops.sum(per_code * weights) / ops.sum(weights)}, {}
@@ -171,6 +184,7 @@ class MaskGITPrior(CodeTransformer):
         self,
         num,
         labels=None,
+        condition=None,
         num_steps=8,
         temperature=1.0,
         top_k=None,
@@ -187,7 +201,10 @@ class MaskGITPrior(CodeTransformer):
             labels: int array `(num,)` in `[0, num_classes)` for a
                 class-conditional prior, or None for its unconditional
                 distribution; must be None for an unconditional prior.
-            num_steps: decoding steps, in `[1, h * w]`.
+            condition: int condition grids `(num, hc, wc)`; required iff the
+                prior has a condition grid.
+            num_steps: decoding steps, in `[1, L]` (`L = h * w * levels`
+                codes).
             temperature: positive float for the code draws.
             top_k: None, or an int in `[1, num_embeddings]`.
             top_p: None, or a float in `(0, 1]`: nucleus sampling.
@@ -200,12 +217,15 @@ class MaskGITPrior(CodeTransformer):
             return_history: also return the grids after each step.
 
         Returns:
-            int32 tensor `(num, h, w)` of codes in `[0, num_embeddings)`; with
-            `return_history`, also int32 `(num_steps, num, h, w)`, -1 where a
-            code is still masked after that step.
+            int32 tensor `(num, h, w)` (`(num, h, w, depth)` with `depth`) of
+            codes in `[0, num_embeddings)`; with `return_history`, also int32
+            `(num_steps, num, ...)`, -1 where a code is still masked after
+            that step.
         """
-        num, start_labels, temperature, top_k, top_p, guidance_scale, seed = (
-            self._sampling_arguments(num, labels, temperature, top_k, top_p, guidance_scale, seed)
+        num, start_labels, condition, temperature, top_k, top_p, guidance_scale, seed = (
+            self._sampling_arguments(
+                num, labels, condition, temperature, top_k, top_p, guidance_scale, seed
+            )
         )
         schedule = self.mask_schedule(self.length, num_steps)
         choice_temperature = validation.float_in_range(
@@ -221,17 +241,20 @@ class MaskGITPrior(CodeTransformer):
             (num_steps, num, self.length), minval=1e-10, maxval=1.0 - 1e-7, seed=generator
         )
         choice_temperature = ops.convert_to_tensor(choice_temperature, dtype="float32")
-        arguments = (start_labels, uniforms, choice_uniforms, temperature, choice_temperature)
+        arguments = (start_labels, condition, uniforms, choice_uniforms, temperature)
         static = {"top_k": top_k, "top_p": top_p, "schedule": schedule}
-        grids, history = self._run_compiled((*arguments, guidance_scale), static)
-        grids = ops.reshape(grids, (num, *self.grid_shape))
+        grids, history = self._run_compiled(
+            (*arguments, choice_temperature, guidance_scale), static
+        )
+        grids = ops.reshape(grids, (num, *self.code_shape))
         if return_history:
-            return grids, ops.reshape(history, (num_steps, num, *self.grid_shape))
+            return grids, ops.reshape(history, (num_steps, num, *self.code_shape))
         return grids
 
     def _sampling_loop(
         self,
         start_labels,
+        condition,
         uniforms,
         choice_uniforms,
         temperature,
@@ -249,7 +272,7 @@ class MaskGITPrior(CodeTransformer):
         # A Python loop: the steps are few and each keeps a different static
         # number of codes.
         for step, still_masked in enumerate(schedule):
-            logits = [self.masked_logits(tokens, start) for start in starts]
+            logits = [self.masked_logits(tokens, start, condition) for start in starts]
             logits = self._guided(logits, guidance_scale)
             drawn = self._draw(
                 ops.reshape(logits, (-1, self.num_embeddings)),

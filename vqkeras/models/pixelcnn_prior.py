@@ -1,7 +1,6 @@
 import math
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from vqkeras import validation
@@ -134,27 +133,20 @@ class PixelCNNPrior(CodePrior):
         condition_grid_shape=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_embeddings = validation.positive_int("num_embeddings", num_embeddings)
-        self.grid_shape = validation.positive_int_tuple("grid_shape", grid_shape)
-        if len(self.grid_shape) != 2:
-            raise ValueError(f"`grid_shape` must be (height, width). Received: {grid_shape!r}")
-        self.num_classes = (
-            None if num_classes is None else validation.positive_int("num_classes", num_classes)
+        super().__init__(
+            num_embeddings,
+            grid_shape,
+            num_classes=num_classes,
+            image_size=image_size,
+            depth=depth,
+            condition_num_embeddings=condition_num_embeddings,
+            condition_grid_shape=condition_grid_shape,
+            **kwargs,
         )
         self.filters = validation.positive_int("filters", filters)
         self.num_blocks = validation.positive_int("num_blocks", num_blocks)
         self.kernel_size = validation.positive_int("kernel_size", kernel_size)
         self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
-        self.image_size = None
-        if image_size is not None:
-            self.image_size = validation.positive_int_tuple("image_size", image_size)
-            if len(self.image_size) != 3:
-                raise ValueError(
-                    f"`image_size` must be (height, width, channels). Received: {image_size!r}"
-                )
-        self.depth = None if depth is None else validation.positive_int("depth", depth)
-        self._check_condition_grid(condition_num_embeddings, condition_grid_shape)
         # One table for all levels: level l's code k is row l * K + k.
         self.code_embedding = layers.Embedding(
             self.num_embeddings * self.levels,
@@ -206,72 +198,6 @@ class PixelCNNPrior(CodePrior):
                 self.depth, self.filters, name="level_embedding", dtype=self.dtype_policy
             )
 
-    def _check_condition_grid(self, condition_num_embeddings, condition_grid_shape):
-        if (condition_num_embeddings is None) != (condition_grid_shape is None):
-            raise ValueError(
-                "`condition_num_embeddings` and `condition_grid_shape` are set together. "
-                f"Received: condition_num_embeddings={condition_num_embeddings!r}, "
-                f"condition_grid_shape={condition_grid_shape!r}"
-            )
-        self.condition_num_embeddings = self.condition_grid_shape = None
-        if condition_num_embeddings is None:
-            return
-        self.condition_num_embeddings = validation.positive_int(
-            "condition_num_embeddings", condition_num_embeddings
-        )
-        self.condition_grid_shape = validation.positive_int_tuple(
-            "condition_grid_shape", condition_grid_shape
-        )
-        if len(self.condition_grid_shape) != 2 or any(
-            size % condition_size
-            for size, condition_size in zip(self.grid_shape, self.condition_grid_shape)
-        ):
-            raise ValueError(
-                "`condition_grid_shape` must be (height, width), dividing "
-                f"grid_shape={self.grid_shape}. Received: {condition_grid_shape!r}"
-            )
-
-    @classmethod
-    def for_grid(cls, grid, condition=None, **kwargs):
-        """A prior over the codes of `grid` (a `vqkeras.codes.CodeGrid` of
-        `model.code_grids()`), given the codes of the `condition` grid if one
-        is named; `kwargs` are the other constructor arguments."""
-        if condition is not None:
-            kwargs.update(
-                condition_num_embeddings=condition.num_embeddings,
-                condition_grid_shape=condition.spatial_shape,
-            )
-        return cls(grid.num_embeddings, grid.spatial_shape, depth=grid.depth, **kwargs)
-
-    def fits(self, grid, condition=None):
-        """Whether this prior models the codes of `grid` given the codes of
-        the `condition` grid (or given none): the description of its codes,
-        as `for_grid` would build it."""
-        given = None
-        if self.conditioned_on_grid:
-            given = (self.condition_num_embeddings, tuple(self.condition_grid_shape))
-        wanted = None if condition is None else (condition.num_embeddings, condition.spatial_shape)
-        return (self.num_embeddings, self.code_shape, given) == (
-            grid.num_embeddings,
-            tuple(grid.shape),
-            wanted,
-        )
-
-    @property
-    def conditioned_on_grid(self):
-        """Whether the prior takes a condition code grid."""
-        return self.condition_num_embeddings is not None
-
-    @property
-    def levels(self):
-        """Codes per position: `depth`, or 1."""
-        return self.depth or 1
-
-    @property
-    def code_shape(self):
-        """Shape of one sample: `grid_shape`, plus `(depth,)` with `depth`."""
-        return self.grid_shape + ((self.depth,) if self.depth else ())
-
     def build(self, input_shape=None):
         # The layers' shapes follow from the configuration; layers already
         # built (e.g. when deserialized with their build config) are kept.
@@ -300,54 +226,6 @@ class PixelCNNPrior(CodePrior):
             self.build((None, *self.grid_shape))
 
     # -- input checks -----------------------------------------------------------
-
-    def _check_condition(self, condition, batch):
-        if not self.conditioned_on_grid:
-            return super()._check_condition(condition, batch)
-        height, width = self.condition_grid_shape
-        if condition is None:
-            raise ValueError(
-                f"This prior is conditioned on a code grid: condition codes of shape "
-                f"(batch, {height}, {width}) are required."
-            )
-        shape = tuple(condition.shape)
-        if (
-            len(shape) != 3
-            or shape[1:] != self.condition_grid_shape
-            or (None not in (shape[0], batch) and shape[0] != batch)
-        ):
-            raise ValueError(
-                f"Expected condition codes of shape ({batch}, {height}, {width}), one grid per "
-                f"code grid. Received shape={shape}."
-            )
-        validation.check_indices(condition, self.condition_num_embeddings, name="condition codes")
-
-    def _split_inputs(self, x, y=None):
-        """`(indices, labels, condition)` from `x` (see the call arguments) and `y`."""
-        labels = y if self.conditional else None
-        if not isinstance(x, (tuple, list)):
-            if self.conditioned_on_grid:
-                raise ValueError(
-                    "This prior is conditioned on a code grid: expected inputs "
-                    "(grids, condition_grids) or (grids, condition_grids, labels). "
-                    "Received a single tensor."
-                )
-            return x, labels, None
-        if self.conditioned_on_grid:
-            if len(x) == 3:
-                return x[0], x[2], x[1]
-            if len(x) == 2:
-                return x[0], labels, x[1]
-            raise ValueError(
-                "Expected (grids, condition_grids) or (grids, condition_grids, labels). "
-                f"Received a sequence of {len(x)} inputs."
-            )
-        if len(x) != 2:
-            raise ValueError(
-                "Expected code grids or a pair (grids, labels). "
-                f"Received a sequence of {len(x)} inputs."
-            )
-        return x[0], x[1], None
 
     # -- forward ---------------------------------------------------------------
 
@@ -501,11 +379,7 @@ class PixelCNNPrior(CodePrior):
         labels = validation.sample_labels(labels, num, self.num_classes)
         if labels is not None:
             labels = ops.convert_to_tensor(labels, dtype="int32")
-        if condition is not None:
-            condition = np.asarray(ops.convert_to_numpy(condition))
-        self._check_condition(condition, num)
-        if condition is not None:
-            condition = ops.convert_to_tensor(condition, dtype="int32")
+        condition = self._sampling_condition(condition, num)
         self._build_if_needed()
         # Uniforms in (0, 1]: a draw of exactly 0 could select a code of zero
         # probability.
@@ -579,17 +453,10 @@ class PixelCNNPrior(CodePrior):
         config = super().get_config()
         config.update(
             {
-                "num_embeddings": self.num_embeddings,
-                "grid_shape": self.grid_shape,
-                "num_classes": self.num_classes,
                 "filters": self.filters,
                 "num_blocks": self.num_blocks,
                 "kernel_size": self.kernel_size,
                 "embedding_dim": self.embedding_dim,
-                "image_size": self.image_size,
-                "depth": self.depth,
-                "condition_num_embeddings": self.condition_num_embeddings,
-                "condition_grid_shape": self.condition_grid_shape,
             }
         )
         return config
