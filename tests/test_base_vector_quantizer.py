@@ -40,7 +40,7 @@ def nearest(flat, codebook):
 
 def rotation_gradient(z, q, upstream):
     """The rotation trick's gradient with respect to z, from its formula
-    (Fifty et al. 2024, eq. 9): (||q|| / ||z||) R^T upstream per vector, with
+    (Fifty et al. 2024): (||q|| / ||z||) R^T upstream per vector, with
     R = I - 2 r r^T + 2 q^ z^T and r = (z^ + q^) / ||z^ + q^||."""
     grads = []
     for z_i, q_i, g_i in zip(z, q, upstream):

@@ -25,13 +25,14 @@ def l2_normalize(x):
 def rotation_trick(z, q):
     """`q` in the forward pass; in the backward pass, the gradient of
     `sg[lambda R] z`, where R rotates z's direction onto q's and lambda =
-    ||q|| / ||z|| rescales (Fifty et al. 2024, section 4.2):
+    ||q|| / ||z|| rescales (Fifty et al. 2024):
 
         R = I - 2 r r^T + 2 q^ z^T,  z^ = z / ||z||, q^ = q / ||q||,
         r = (z^ + q^) / ||z^ + q^||
 
-    so that lambda R z = q. R is applied as two reflections' worth of dot
-    products, never formed. `q` must carry no gradient (a code lookup).
+    so that lambda R z = q. R is applied through two dot products per
+    vector, never formed as a matrix. `q` must carry no gradient (a code
+    lookup).
     """
     z_norm = ops.maximum(ops.sqrt(ops.sum(ops.square(z), axis=-1, keepdims=True)), NORM_EPSILON)
     q_norm = ops.sqrt(ops.sum(ops.square(q), axis=-1, keepdims=True))
@@ -244,27 +245,22 @@ class BaseVectorQuantizer(Quantizer):
         the global batch: summed over `tf.distribute` replicas, outside the
         condition, since replicas cannot synchronise inside one.
         """
-        ones = ops.ones((ops.shape(flat)[0],), dtype="float32")
-        nothing = (
-            ops.zeros((self.num_embeddings,), dtype="float32"),
-            ops.zeros((self.num_embeddings, self.code_size), dtype="float32"),
-        )
+        # Sums of the assigned vectors and, in the last column, their counts:
+        # one segment sum and one all-reduce per iteration.
+        counted = ops.concatenate([flat, ops.ones_like(flat[:, :1])], axis=1)
+        nothing = ops.zeros((self.num_embeddings, self.code_size + 1), dtype="float32")
 
         def statistics(centres):
-            indices = self._nearest(flat, centres)
-            return (
-                ops.segment_sum(ones, indices, self.num_embeddings),
-                ops.segment_sum(flat, indices, self.num_embeddings),
-            )
+            return ops.segment_sum(counted, self._nearest(flat, centres), self.num_embeddings)
 
         for _ in range(self.kmeans_iterations):
-            counts, sums = ops.cond(active, functools.partial(statistics, centres), lambda: nothing)
-            counts = distribution.cross_replica_sum(counts)
-            sums = distribution.cross_replica_sum(sums)
-            means = sums / ops.maximum(counts, 1.0)[:, None]
+            stats = ops.cond(active, functools.partial(statistics, centres), lambda: nothing)
+            stats = distribution.cross_replica_sum(stats)
+            sums, counts = stats[:, :-1], stats[:, -1:]
+            means = sums / ops.maximum(counts, 1.0)
             if self.normalize_codes:
                 means = l2_normalize(means)
-            centres = ops.where(counts[:, None] > 0, means, centres)
+            centres = ops.where(counts > 0, means, centres)
         return centres
 
     def _first_batch_codes(self, flat, fresh):
