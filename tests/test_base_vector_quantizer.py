@@ -5,7 +5,13 @@ initialisation and the rotation trick, each checked on both classes."""
 import keras
 import numpy as np
 import pytest
-from conftest import blob_images, gradients, small_vqvae, to_numpy
+from conftest import (
+    assert_weights_load_on_other_backends,
+    blob_images,
+    gradients,
+    small_vqvae,
+    to_numpy,
+)
 
 from vqkeras.layers import EMAVectorQuantizer, VectorQuantizer
 
@@ -258,3 +264,29 @@ def test_config_round_trip_with_every_option(cls):
 def test_bad_options_get_clear_errors(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         cls(8, 4, **kwargs)
+
+
+def test_a_vqvae_with_every_option_round_trips_through_a_keras_file(tmp_path):
+    images = blob_images(16)
+    model = small_vqvae("vector", **NEW_OPTIONS)
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=1, batch_size=8, verbose=0)  # k-means, then gradients
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.quantizer.get_config() == model.quantizer.get_config()
+    assert to_numpy(loaded.quantizer.initialized) == 1.0
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        to_numpy(loaded.encode_indices(images)), to_numpy(model.encode_indices(images))
+    )
+
+
+@pytest.mark.slow
+def test_weights_with_every_option_load_on_the_other_backends(tmp_path):
+    images = blob_images(16, channels=3)
+    model = small_vqvae("vector", channels=3, **NEW_OPTIONS)
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=1, batch_size=8, verbose=0)
+    assert_weights_load_on_other_backends(model, images, tmp_path)
