@@ -53,20 +53,20 @@ def rotation_trick(z, q):
 class BaseVectorQuantizer(Quantizer):
     """Maps each D-dimensional vector of the input to its nearest codebook entry.
 
-    Subclasses provide the stored codebook (`_stored_codebook`) and may update
-    it in training (`_update_codebook`, `_initialize_codebook`). Distances,
+    Subclasses provide the stored codebook (`_stored_codebook`) and may change
+    it in training (`_codebook_for_step`, `_update_codebook`). Distances,
     k-means and loss terms are computed in float32 whatever the dtype policy:
     in bfloat16, close codes are confused.
 
     The search runs in the code space, of width C: the inputs themselves
-    (C = D) by default. Three options change it, all off by default, so that
-    the defaults create the same variables as before they existed:
+    (C = D) by default. The options, all off by default (the defaults create
+    the same variables as before the options existed, so saved weights load):
 
     - `code_dim` (ViT-VQGAN's factorized codes): when set and not D, a Dense
       layer projects the inputs to C = `code_dim` channels before the search
       and another projects the codes back to D; the quantized output and
       `indices_to_codes` are the projected-back vectors, what a decoder sees.
-      A low C (8 or 32 in ViT-VQGAN) makes more of the codebook used.
+      ViT-VQGAN reports that a low C (32 or 8) raises codebook usage.
     - `normalize_codes` (ViT-VQGAN, LlamaGen): the projected inputs and the
       codebook are l2-normalised before the search, so the nearest code is
       the one of largest cosine similarity, and the codes returned are the
