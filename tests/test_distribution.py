@@ -17,7 +17,8 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # batch. Run in a fresh interpreter: the devices must be split before the
 # backend starts. Restarts after one unused step and seeding from the first
 # batch make every step exercise the random draws that replicas must agree on;
-# so does the KL-VAE's Gaussian noise. The generator and critic
+# so does the KL-VAE's Gaussian noise. A gradient VQ-VAE initialises its
+# codebook by k-means on the first batch, whose statistics replicas must share. The generator and critic
 # (`GeneratorCritic`) train with two optimizers.
 EQUIVALENCE = """
 import os, sys
@@ -41,6 +42,8 @@ def train(weights):
     keras.utils.set_random_seed(0)
     if kind == "vqvae":
         model = small_vqvae(restart_after_steps=1, init_from_first_batch=True)
+    elif kind == "kmeans":
+        model = small_vqvae("vector", kmeans_init=True, kmeans_iterations=3, seed=2)
     elif kind == "groups":
         model = GeneratorCritic()
     else:
@@ -147,6 +150,7 @@ def test_cross_replica_helpers_are_the_identity_outside_a_replica_step():
     "kind, logged",
     [
         ("vqvae", {"loss", "commitment_loss", "reconstruction_loss", "perplexity"}),
+        ("kmeans", {"loss", "codebook_loss", "commitment_loss", "reconstruction_loss"}),
         ("klvae", {"loss", "kl_loss", "reconstruction_loss"}),
         # Two optimizer groups and an adaptive weight from gradient norms,
         # which must be those of the global batch on every replica.

@@ -19,6 +19,13 @@ from vqkeras.layers import (
 QUANTIZERS = {
     "vector": lambda: VectorQuantizer(16, 4),
     "ema": lambda: EMAVectorQuantizer(16, 4, init_from_first_batch=True, seed=1),
+    # Factorized, l2-normalised codes and the rotation trick; k-means init.
+    "vector_options": lambda: VectorQuantizer(
+        16, 4, code_dim=3, normalize_codes=True, gradient_estimator="rotation"
+    ),
+    "ema_kmeans": lambda: EMAVectorQuantizer(
+        16, 4, code_dim=2, kmeans_init=True, kmeans_iterations=2, seed=1
+    ),
     "residual": lambda: ResidualVectorQuantizer(VectorQuantizer(16, 4), depth=3),
     "residual_ema": lambda: ResidualVectorQuantizer(
         EMAVectorQuantizer(16, 4, init_from_first_batch=True, seed=1), depth=2

@@ -31,11 +31,19 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
       training steps is re-seeded with a random encoder output of the current
       batch (as in Jukebox and SoundStream). `None` switches it off.
 
+    `kmeans_init` refines that first-batch seeding with `kmeans_iterations`
+    k-means iterations (it implies `init_from_first_batch`); the other
+    options of `BaseVectorQuantizer` (factorized codes with `code_dim`,
+    l2-normalised codes, the rotation trick) work as in `VectorQuantizer`.
+    With `normalize_codes`, the moving averages follow the normalised
+    vectors and the codebook is their normalised mean.
+
     Data-parallel training (`vqkeras.distribution.data_parallel`) updates
     every replica's copy of the codebook as one device would on the global
     batch: under a `tf.distribute` strategy the counts and sums are summed
     over the replicas and the random rows drawn from the global batch; under
-    JAX's `DataParallel` the step sees the global batch already.
+    JAX's `DataParallel` the step sees the global batch already. The same
+    holds for the k-means statistics of `kmeans_init`.
 
     Args:
         num_embeddings: K, the number of codes.
@@ -48,6 +56,13 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         init_from_first_batch: seed the codebook from the first training batch.
         embeddings_initializer: initializer of the starting codebook.
         seed: seed for the random choices of restarts and initialisation.
+        code_dim: C, the width of the codes; None (default) or D for no
+            projections.
+        normalize_codes: l2-normalise inputs and codes (cosine similarity).
+        kmeans_init: initialise the codebook by k-means on the first
+            training batch.
+        kmeans_iterations: the number of Lloyd iterations of that k-means.
+        gradient_estimator: "straight_through" (default) or "rotation".
         **kwargs: base layer keyword arguments.
 
     Call arguments:
@@ -61,7 +76,10 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
     Reference:
         van den Oord et al., "Neural Discrete Representation Learning", 2017;
         Razavi et al., "Generating Diverse High-Fidelity Images with VQ-VAE-2",
-        2019; Dhariwal et al., "Jukebox", 2020 (random restarts).
+        2019; Dhariwal et al., "Jukebox", 2020 (random restarts); Yu et al.,
+        "Vector-quantized Image Modeling with Improved VQGAN", 2022
+        (factorized and l2-normalised codes); Fifty et al., "Restructuring
+        Vector Quantization with the Rotation Trick", 2024.
     """
 
     def __init__(
@@ -77,7 +95,7 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(num_embeddings, embedding_dim, beta=beta, **kwargs)
+        super().__init__(num_embeddings, embedding_dim, beta=beta, seed=seed, **kwargs)
         self.decay = validation.float_in_range("decay", decay, 0.0, 1.0, high_inclusive=False)
         self.epsilon = validation.float_in_range(
             "epsilon", epsilon, 0.0, float("inf"), low_inclusive=False, high_inclusive=False
@@ -89,12 +107,14 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         self.restart_after_steps = restart_after_steps
         self.init_from_first_batch = bool(init_from_first_batch)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        if self.seed_generator is None:
+            # Always there (restarts and seeding draw rows), as in the
+            # layers saved before k-means existed.
+            self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
         super().build(input_shape)
-        shape = (self.num_embeddings, self.embedding_dim)
+        shape = (self.num_embeddings, self.code_size)
         state = dict(trainable=False, dtype="float32", autocast=False)
         self.cluster_size = self.add_weight(
             name="cluster_size", shape=shape[:1], initializer="ones", **state
@@ -108,47 +128,27 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         self.initialized = self.add_weight(
             name="initialized",
             shape=(),
-            initializer="zeros" if self.init_from_first_batch else "ones",
+            initializer="zeros" if self.init_from_first_batch or self.kmeans_init else "ones",
             **state,
         )
 
-    @property
-    def codebook(self):
-        return self._codebook(self.cluster_size, self.embedding_sum)
-
-    def _codebook(self, cluster_size, embedding_sum):
-        total = ops.sum(cluster_size)
+    def _stored_codebook(self):
+        total = ops.sum(self.cluster_size)
         smoothed = (
-            (cluster_size + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
+            (self.cluster_size + self.epsilon)
+            / (total + self.num_embeddings * self.epsilon)
+            * total
         )
-        return embedding_sum / smoothed[:, None]
-
-    def _random_rows(self, flat):
-        """K rows of the global batch's `flat` drawn at random, with replacement.
-
-        Under a `tf.distribute` strategy each replica holds a slice of the
-        batch: all replicas draw the same global row numbers (their seed
-        states stay equal), each fills in the rows it holds and the sum over
-        replicas gives every replica the rows one device would have drawn.
-        """
-        local_size = ops.shape(flat)[0]
-        offset, total = distribution.replica_offset(local_size)
-        rows = keras.random.randint((self.num_embeddings,), 0, total, seed=self.seed_generator)
-        rows = rows - offset
-        held = ops.logical_and(rows >= 0, rows < local_size)
-        picked = ops.take(flat, ops.clip(rows, 0, local_size - 1), axis=0)
-        return distribution.cross_replica_sum(ops.where(held[:, None], picked, 0.0))
+        return self.embedding_sum / smoothed[:, None]
 
     def _codebook_for_step(self, flat, training):
-        if not (training and self.trainable and self.init_from_first_batch):
+        if not (training and (self.init_from_first_batch or self.kmeans_init)):
             return self.codebook
         # Seed from this batch once; written as a select so it compiles.
-        fresh = 1.0 - self.initialized
-        self.embedding_sum.assign(
-            fresh * ops.stop_gradient(self._random_rows(flat))
-            + self.initialized * self.embedding_sum
-        )
-        self.cluster_size.assign(fresh + self.initialized * self.cluster_size)
+        fresh = self.initialized < 0.5
+        seeds = self._first_batch_codes(flat, fresh)
+        self.embedding_sum.assign(ops.where(fresh, seeds, self.embedding_sum.value))
+        self.cluster_size.assign(ops.where(fresh, 1.0, self.cluster_size.value))
         self.initialized.assign(ops.ones(()))
         return self.codebook
 
@@ -182,7 +182,6 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
                 "restart_after_steps": self.restart_after_steps,
                 "init_from_first_batch": self.init_from_first_batch,
                 "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
-                "seed": self.seed,
             }
         )
         return config
