@@ -1,21 +1,28 @@
-"""Sampling speed of `PixelCNNPrior`: a naive loop of eager forward passes vs `sample`.
+"""Sampling speed of every prior kind: naive loops against the compiled samplers.
 
 What it measures
 ----------------
-Drawing 64 code grids from an (untrained) unconditional `PixelCNNPrior` with the
-architecture of the MNIST zoo prior (64 filters, 4 gated blocks of kernel 5,
-embedding 64), for a 7x7 grid with K=128 codes and an 8x8 grid with K=512:
+Drawing 64 code grids from (untrained) unconditional priors:
 
-- naive: `h * w` calls of `prior.predict` on the whole batch of grids, each followed by
-  a NumPy categorical draw of the codes at the next position (the keras.io tutorial's
-  loop);
-- compiled: `prior.sample(64, seed=...)`: one `jax.jit`ted `fori_loop` on JAX, one
-  `tf.function` on TensorFlow, an eager no-grad loop on PyTorch. Its first call (which
-  traces and compiles) is listed apart; the time kept is the median of `--repeats`
-  later calls, each waited for until its result is on the host.
+- `PixelCNNPrior` with the architecture of the MNIST zoo prior (64 filters, 4 gated
+  blocks of kernel 5, embedding 64), for a 7x7 grid with K=128 codes and an 8x8 grid
+  with K=512:
+  - naive: `h * w` calls of `prior.predict` on the whole batch of grids, each followed
+    by a NumPy categorical draw of the codes at the next position (the keras.io
+    tutorial's loop);
+  - compiled: `prior.sample(64, seed=...)`.
+- `TransformerPrior` (embed_dim 128, 4 heads, 4 layers) for the 8x8 grid, K=512:
+  - naive: `sample(64, use_cache=False)`, the same compiled loop running the whole
+    sequence through the blocks at every step;
+  - compiled: `sample(64)`, one step per token on a fixed-size key/value cache.
+- `MaskGITPrior` of the same size and grid: `sample(64, num_steps=8)` and
+  `num_steps=12`, whose times are compared with the Transformer's cached sampling.
 
-Speedup = naive / compiled. Weights do not change the work done, so an untrained prior
-gives the same timings as a trained one.
+Compiled means one `jax.jit` on JAX, one `tf.function` on TensorFlow, an eager
+no-grad loop on PyTorch. The first call of each sampler (which traces and compiles)
+is listed apart; the time kept is the median of `--repeats` later calls, each waited
+for until its result is on the host. Speedup = naive / compiled. Weights do not change
+the work done, so untrained priors give the same timings as trained ones.
 
 How to run
 ----------
@@ -40,6 +47,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 CASES = (((7, 7), 128), ((8, 8), 512))
 NUM_SAMPLES = 64
 ARCHITECTURE = {"filters": 64, "num_blocks": 4, "kernel_size": 5, "embedding_dim": 64}
+TRANSFORMER_CASE = ((8, 8), 512)
+TRANSFORMER_ARCHITECTURE = {"embed_dim": 128, "num_heads": 4, "num_layers": 4}
+MASKGIT_STEPS = (8, 12)
 
 
 def log(message):
@@ -64,53 +74,84 @@ def naive_sample(prior, num, seed):
     return grids
 
 
+def timed_calls(sample, repeats, **options):
+    """`(first call ms, median of the next `repeats` calls ms)` of
+    `sample(NUM_SAMPLES, seed=seed, **options)`."""
+    import keras
+
+    times = []
+    for seed in range(repeats + 1):
+        start = time.perf_counter()
+        # Converting to NumPy waits for the result (JAX dispatches asynchronously).
+        keras.ops.convert_to_numpy(sample(NUM_SAMPLES, seed=seed, **options))
+        times.append(1000 * (time.perf_counter() - start))
+    return times[0], statistics.median(times[1:])
+
+
+def row(prior_kind, grid_shape, num_embeddings, naive, compiled, naive_first=None):
+    """One table row: the naive and compiled `(first, median)` times in ms."""
+    keras = importlib.import_module("keras")
+    result = {
+        "backend": keras.config.backend(),
+        "prior": prior_kind,
+        "grid": f"{grid_shape[0]}x{grid_shape[1]}",
+        "num_embeddings": num_embeddings,
+        "naive_ms": naive[1],
+        "naive_first_call_ms": naive[0],
+        "compiled_first_call_ms": compiled[0],
+        "compiled_ms": compiled[1],
+        "speedup": naive[1] / compiled[1],
+    }
+    log(json.dumps(result))
+    return result
+
+
 def run_backend(repeats):
     """Times every case on the backend of this process; returns a list of rows."""
     keras = importlib.import_module("keras")
-    from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+    from vqkeras.models import MaskGITPrior, PixelCNNPrior, TransformerPrior
 
     rows = []
     for grid_shape, num_embeddings in CASES:
         keras.utils.set_random_seed(0)
         prior = PixelCNNPrior(num_embeddings, grid_shape, **ARCHITECTURE)
         prior.build()
-
         start = time.perf_counter()
         naive_sample(prior, NUM_SAMPLES, seed=0)
         naive_ms = 1000 * (time.perf_counter() - start)
+        compiled = timed_calls(prior.sample, repeats)
+        rows.append(row("PixelCNN", grid_shape, num_embeddings, (naive_ms, naive_ms), compiled))
 
-        times = []
-        for seed in range(repeats + 1):
-            start = time.perf_counter()
-            # Converting to NumPy waits for the result (JAX dispatches asynchronously).
-            keras.ops.convert_to_numpy(prior.sample(NUM_SAMPLES, seed=seed))
-            times.append(1000 * (time.perf_counter() - start))
-        first_ms, compiled_ms = times[0], statistics.median(times[1:])
-        row = {
-            "backend": keras.config.backend(),
-            "grid": f"{grid_shape[0]}x{grid_shape[1]}",
-            "num_embeddings": num_embeddings,
-            "naive_ms": naive_ms,
-            "compiled_first_call_ms": first_ms,
-            "compiled_ms": compiled_ms,
-            "speedup": naive_ms / compiled_ms,
-        }
-        log(json.dumps(row))
-        rows.append(row)
+    grid_shape, num_embeddings = TRANSFORMER_CASE
+    keras.utils.set_random_seed(0)
+    prior = TransformerPrior(num_embeddings, grid_shape, **TRANSFORMER_ARCHITECTURE)
+    prior.build()
+    recompute = timed_calls(prior.sample, repeats, use_cache=False)
+    cached = timed_calls(prior.sample, repeats)
+    rows.append(row("Transformer", grid_shape, num_embeddings, recompute, cached))
+    maskgit = MaskGITPrior(num_embeddings, grid_shape, **TRANSFORMER_ARCHITECTURE)
+    maskgit.build()
+    for steps in MASKGIT_STEPS:
+        parallel = timed_calls(maskgit.sample, repeats, num_steps=steps)
+        # MaskGIT's "naive" baseline: the Transformer's cached sampling.
+        rows.append(row(f"MaskGIT, {steps} steps", grid_shape, num_embeddings, cached, parallel))
     return rows
 
 
 def markdown(rows):
     lines = [
-        f"{NUM_SAMPLES} samples; prior: {ARCHITECTURE}",
+        f"{NUM_SAMPLES} samples. PixelCNN: {ARCHITECTURE}; naive = the keras.io predict "
+        f"loop. Transformer and MaskGIT: {TRANSFORMER_ARCHITECTURE}; the Transformer's "
+        "naive = recomputing the sequence per token, compiled = key/value cache; "
+        "MaskGIT's naive = the Transformer's cached sampling.",
         "",
-        "| backend | grid | K | naive predict loop (ms) | compiled, first call (ms) "
+        "| backend | prior | grid | K | naive (ms) | compiled, first call (ms) "
         "| compiled (ms) | speedup |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['backend']} | {row['grid']} | {row['num_embeddings']} "
+            f"| {row['backend']} | {row['prior']} | {row['grid']} | {row['num_embeddings']} "
             f"| {row['naive_ms']:.0f} | {row['compiled_first_call_ms']:.0f} "
             f"| {row['compiled_ms']:.0f} | {row['speedup']:.1f}x |"
         )
