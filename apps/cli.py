@@ -4,7 +4,7 @@
     vqkeras evaluate MODEL --input ...   reconstruction and codebook metrics
     vqkeras reconstruct ...              images through a model: picture, per-image metrics
     vqkeras export-latents ...           integer code grids of images, and back (--decode)
-    vqkeras sample ...                   new images from a PixelCNN prior
+    vqkeras sample ...                   new images from a prior over the codes
     vqkeras compress | decompress ...    images to a file of codes coded under a prior, and back
     vqkeras train ...                    fit a model of any family on your images, resumably
     vqkeras demo --out DIR               all of the above on the shipped samples, offline
@@ -439,13 +439,16 @@ def build_parser():
 
     compressing = commands.add_parser(
         "compress",
-        help="compress images: a VQ model's codes, range-coded under a PixelCNN prior",
+        help="compress images: a VQ model's codes, range-coded under a prior",
         description=compress.__doc__,
         formatter_class=formatter,
     )
     _add_model_option(compressing, help="VQVAE or RQVAE: preset name or preset folder")
     compressing.add_argument(
-        "--prior", required=True, metavar="PRESET_OR_DIR", help="PixelCNN prior over its codes"
+        "--prior",
+        required=True,
+        metavar="PRESET_OR_DIR",
+        help="PixelCNN or Transformer prior over its codes",
     )
     _add_input_options(compressing)
     compressing.add_argument(

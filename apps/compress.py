@@ -1,7 +1,8 @@
 """`vqkeras compress` / `vqkeras decompress`: images to a compressed file, and back.
 
 Compress encodes the images to codes with a discrete model (VQVAE, or RQVAE
-with `--depth` levels) and range-codes the codes under a PixelCNN prior: the
+with `--depth` levels) and range-codes the codes under an autoregressive prior
+(PixelCNN or Transformer): the
 file holds the model and prior names and the sha256 of their weights, the
 images' shape and count, the class labels of a class-conditional prior (from
 the input, or `--label`) and the coded codes (docs/compression.md).

@@ -10,8 +10,8 @@ from conftest import blob_images, small_vqvae, to_numpy
 from vqkeras import compressed_file, prior_coding, samples
 from vqkeras.apps.cli import main
 from vqkeras.compression import Codec, decompress, read_header
+from vqkeras.models import MaskGITPrior, PixelCNNPrior, TransformerPrior
 from vqkeras.models.factory import build_autoencoder
-from vqkeras.models.pixelcnn_prior import PixelCNNPrior
 
 
 def tiny_prior(num_classes=3, seed=0, **kwargs):
@@ -37,6 +37,16 @@ def presets(tmp_path_factory):
     build_autoencoder("rqvae", (16, 16, 1), depth=3, **sizes).save_to_preset(folder / "rqvae")
     tiny_prior(num_classes=None, depth=2).save_to_preset(folder / "depth2_prior")
     tiny_prior(num_classes=None, depth=3).save_to_preset(folder / "depth3_prior")
+    sizes = {"embed_dim": 8, "num_heads": 2, "num_layers": 1}
+    for name, kind, arguments in (
+        ("transformer", TransformerPrior, {"num_classes": 3}),
+        ("transformer_depth2", TransformerPrior, {"depth": 2}),
+        ("maskgit", MaskGITPrior, {"num_classes": 3}),
+    ):
+        keras.utils.set_random_seed(2)
+        prior = kind(16, (4, 4), **sizes, **arguments)
+        prior.build()
+        prior.save_to_preset(folder / name)
     return {path.name: str(path) for path in folder.iterdir()}
 
 
@@ -213,3 +223,21 @@ def test_cli_round_trip_overwrite_and_image_handling(presets, tmp_path, capsys):
     assert cli("decompress", out, "--out", tmp_path / "broken") == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "is truncated" in error
+
+
+def test_transformer_priors_code_with_the_steps_of_decoding(presets):
+    codec = Codec(presets["vqvae"], presets["transformer"])
+    compressed = codec.compress(IMAGES, LABELS, batch_size=8)
+    restored = decompress(compressed.data)
+    np.testing.assert_array_equal(restored.codes, to_numpy(codec.model.encode_indices(IMAGES)))
+    np.testing.assert_array_equal(restored.labels, LABELS)
+    # The coded size is the NLL of the full forward pass, up to the tables' quantization.
+    nll = prior_nll_bits(codec.prior, compressed.codes, LABELS) + 11 * np.log2(3)
+    assert read_header(compressed.data).payload_bytes * 8 <= 1.01 * nll + 64
+    # Stacked codes: the first 2 levels of the RQ-VAE, flattened coarse to fine.
+    codec = Codec(presets["rqvae"], presets["transformer_depth2"], depth=2)
+    compressed = codec.compress(IMAGES[:5])
+    np.testing.assert_array_equal(decompress(compressed.data).codes, compressed.codes)
+    assert compressed.codes.shape == (5, 4, 4, 2)
+    with pytest.raises(ValueError, match="MaskGITPrior gives no code-by-code probabilities"):
+        Codec(presets["vqvae"], presets["maskgit"])

@@ -2,8 +2,8 @@
 
 Compressing encodes images to code grids with a discrete model (`VQVAE`, or
 `RQVAE` with its first k levels), then range-codes the grids with
-`constriction`, each code under the conditional distribution a
-`PixelCNNPrior` gives it; the labels of a class-conditional prior are coded
+`constriction`, each code under the conditional distribution an
+autoregressive prior (`PixelCNNPrior` or `TransformerPrior`) gives it; the labels of a class-conditional prior are coded
 first, uniformly. Decompressing runs the prior code by code to recover the
 exact grids, then decodes them to images. The file format is in
 `vqkeras.compressed_file` and docs/compression.md.
@@ -27,7 +27,7 @@ import numpy as np
 
 from vqkeras import compressed_file, prior_coding, validation
 from vqkeras.models.autoencoder_model import AutoencoderModel
-from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.models.code_prior import CodePrior
 from vqkeras.presets import from_preset, load_metadata
 
 
@@ -73,8 +73,8 @@ class Codec:
 
     Args:
         model: preset name or folder of a `VQVAE` or `RQVAE`.
-        prior: preset name or folder of a `PixelCNNPrior` over the model's
-            codes (for an `RQVAE`, with `depth` k <= the model's depth: the
+        prior: preset name or folder of a `PixelCNNPrior` or
+            `TransformerPrior` over the model's codes (for an `RQVAE`, with `depth` k <= the model's depth: the
             first k levels of each position are coded).
         depth: None, or the number of levels to code (rate control for an
             `RQVAE`); it must be the prior's depth.
@@ -92,12 +92,12 @@ class Codec:
                 f"Model {self.model_name!r} is a {type(self.model).__name__}: expected a "
                 "discrete model (VQVAE or RQVAE)."
             )
-        self.prior = from_preset(prior, expected_class=PixelCNNPrior)
+        self.prior = from_preset(prior, expected_class=CodePrior)
         self.model_sha256 = _weights_sha256(model)
         self.prior_sha256 = _weights_sha256(prior)
         self.image_shape = self.model.built_image_shape()
+        self.steps = prior_coding.steps_for(self.prior)
         self._check_fit(depth)
-        self.steps = prior_coding.PriorSteps(self.prior)
 
     def _check_fit(self, depth):
         grids = self.model.code_grids(self.image_shape)

@@ -1,8 +1,13 @@
-"""Entropy coding of code grids under a `PixelCNNPrior`, with `constriction`.
+"""Entropy coding of code grids under an autoregressive prior, with `constriction`.
 
 The range coder needs, for every code, a probability table that is exactly
-the same when encoding and when decoding. Encoding knows every code and
-computes all tables in one forward pass of the prior (teacher forcing).
+the same when encoding and when decoding. `steps_for(prior)` gives the
+computation for a prior: `PriorSteps` for a `PixelCNNPrior`,
+`TransformerSteps` for a `TransformerPrior` (a `MaskGITPrior` gives no
+code-by-code probabilities and cannot code).
+
+PixelCNN: encoding knows every code and computes all tables in one forward
+pass of the prior (teacher forcing).
 Decoding knows only the codes before the current one and runs the prior one
 code at a time, as `PixelCNNPrior.sample` does: the vertical stacks once per
 row on the whole grids, the horizontal stacks once per position on the
@@ -22,6 +27,12 @@ The tables are integer frequencies computed from the float32 logits in
 float64 NumPy (`probability_tables`). As the last guard, a file stores a
 CRC32 of its codes, checked after decoding: logits that differed after all
 (another library version or CPU) give a clear error, never wrong images.
+
+Transformer: a full forward pass and the key/value-cache steps of sampling
+multiply matrices of other shapes, so their logits differ in the last bits.
+Encoding therefore runs the very steps that decoding runs, one code at a
+time on the cache, with the known codes fed in: the same computation on the
+same inputs, hence the same bits (on one backend and machine, as above).
 """
 
 import contextlib
@@ -104,6 +115,21 @@ def _labels(labels):
     return None if labels is None else ops.convert_to_tensor(labels, "int32")
 
 
+def steps_for(prior):
+    """The coding steps of `prior`: a `PriorSteps` (PixelCNN) or a
+    `TransformerSteps`. Raises a clear error for a prior that cannot code."""
+    from vqkeras.models import PixelCNNPrior, TransformerPrior
+
+    if isinstance(prior, PixelCNNPrior):
+        return PriorSteps(prior)
+    if isinstance(prior, TransformerPrior):
+        return TransformerSteps(prior)
+    raise ValueError(
+        f"A {type(prior).__name__} gives no code-by-code probabilities to code with: "
+        "compression needs an autoregressive prior (PixelCNNPrior or TransformerPrior)."
+    )
+
+
 class PriorSteps:
     """The prior's logits, all at once (encoding) or one code at a time
     (decoding), bit-identical between the two.
@@ -175,10 +201,59 @@ class PriorSteps:
         return grids
 
 
+class TransformerSteps:
+    """A `TransformerPrior`'s logits one code at a time on its key/value
+    cache, with the codes known (encoding) or decoded so far (decoding): the
+    same steps either way, hence bit-identical logits.
+
+    Args:
+        prior: a built `TransformerPrior` without a condition grid.
+    """
+
+    def __init__(self, prior):
+        self.prior = prior
+        self._step = _compiled(prior.next_logits)
+
+    def _run(self, batch, labels, next_codes):
+        """Codes `(batch, L)`: code t is `next_codes(t, logits)` of its logits `(batch, K)`."""
+        prior = self.prior
+        start_labels = ops.convert_to_tensor(
+            np.full(batch, prior.null_class) if labels is None else labels, "int32"
+        )
+        codes = np.zeros((batch, prior.length), dtype=np.int32)
+        with _no_grad():
+            cache = prior.initial_cache(batch)
+            for index in range(prior.length):
+                previous = ops.convert_to_tensor(codes[:, max(index - 1, 0)], "int32")
+                logits, cache = self._step(previous, _index(index), start_labels, cache)
+                codes[:, index] = next_codes(index, _numpy(logits))
+        return codes
+
+    def all_logits(self, grids, labels):
+        """float32 logits `(batch, h, w, levels, K)` of every code of int
+        `grids`, given int `labels` `(batch,)` (None: the unconditional
+        distribution), from the decoding steps fed the known codes."""
+        flat = np.asarray(grids, dtype=np.int32).reshape(len(grids), -1)
+        logits = []
+
+        def known(index, step_logits):
+            logits.append(step_logits)
+            return flat[:, index]
+
+        self._run(len(flat), labels, known)
+        return np.stack(logits, axis=1).reshape(*np.shape(grids)[:3], self.prior.levels, -1)
+
+    def decode(self, batch, labels, next_codes):
+        """Code grids `(batch, *code_shape)` decoded in raster order (levels
+        innermost), as `PriorSteps.decode`."""
+        codes = self._run(batch, labels, lambda index, logits: next_codes(logits))
+        return codes.reshape(batch, *self.prior.code_shape)
+
+
 def encode_codes(encoder, steps, grids, labels):
     """Appends `grids` `(batch, *code_shape)` to the `RangeEncoder` in raster
     order (levels innermost, the batch within each code), with the
-    probabilities of `steps` (a `PriorSteps`); returns their ideal code
+    probabilities of `steps` (of `steps_for`); returns their ideal code
     length in bits."""
     logits = steps.all_logits(grids, labels)
     num_codes = logits.shape[-1]
