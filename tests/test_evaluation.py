@@ -76,6 +76,14 @@ def test_conditional_sample_agreement_counts_per_class():
     assert result["samples"] == 12
     assert result["agreement_per_class"] == [1.0, 0.0, 0.0]
     np.testing.assert_allclose(result["agreement"], 1 / 3)
+    assert "options" not in result
+    # Further sampling options reach the prior's `sample` and are recorded.
+    greedy = conditional_sample_agreement(
+        tiny_prior(num_classes=3), vqvae, classifier, samples_per_class=2, top_k=1
+    )
+    assert greedy["options"] == {"top_k": 1} and greedy["samples"] == 6
+    with pytest.raises(ValueError, match=r"top_k=0"):
+        conditional_sample_agreement(tiny_prior(num_classes=3), vqvae, classifier, top_k=0)
     with pytest.raises(ValueError, match="not class-conditional"):
         conditional_sample_agreement(tiny_prior(num_classes=None), vqvae, classifier)
 

@@ -186,22 +186,24 @@ def evaluate_prior(prior, codes, labels=None, batch_size=500):
 
 
 def conditional_sample_agreement(
-    prior, vqvae, classifier, samples_per_class=100, seed=0, temperature=1.0
+    prior, vqvae, classifier, samples_per_class=100, seed=0, temperature=1.0, **options
 ):
     """Does a class-conditional prior draw the class it is asked for?
 
     Samples `samples_per_class` code grids for each class, decodes them with
     `vqvae`, and classifies the images (clipped to [0, 1]) with `classifier`,
-    a model trained on real images that returns class scores.
+    a model trained on real images that returns class scores. `options` are
+    further options of the prior's `sample` (e.g. `guidance_scale`, `top_k`).
 
     Returns:
         A dict: `samples`, `agreement` (fraction classified as the requested
-        class), `agreement_per_class`, `seed`, `temperature`.
+        class), `agreement_per_class`, `seed`, `temperature`, and `options`
+        when given.
     """
     if not prior.num_classes:
         raise ValueError(f"{prior.name!r} is not class-conditional (num_classes=None).")
     labels = np.repeat(np.arange(prior.num_classes), samples_per_class).astype("int32")
-    codes = prior.sample(len(labels), labels=labels, temperature=temperature, seed=seed)
+    codes = prior.sample(len(labels), labels=labels, temperature=temperature, seed=seed, **options)
     images = np.clip(keras.ops.convert_to_numpy(vqvae.decode_indices(codes)), 0.0, 1.0)
     predicted = np.argmax(classifier.predict(images, verbose=0), axis=-1)
     hits = predicted == labels
@@ -213,4 +215,5 @@ def conditional_sample_agreement(
         ],
         "seed": seed,
         "temperature": temperature,
+        **({"options": options} if options else {}),
     }
