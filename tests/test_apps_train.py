@@ -101,7 +101,7 @@ def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
 def test_train_offers_and_trains_a_registered_family(data, tmp_path, capsys, tiny_family):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,tiny-ae}"
+    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,vqgan,tiny-ae}"
     assert f"--family {choices}" in capsys.readouterr().out
     out = tmp_path / "tiny"
     arguments = ["train", "--family", tiny_family, "--data", data, "--out", str(out)]

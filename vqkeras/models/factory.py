@@ -30,6 +30,7 @@ from vqkeras.layers import (
     FiniteScalarQuantizer,
     GumbelQuantizer,
     LookupFreeQuantizer,
+    PatchDiscriminator,
     ResidualVectorQuantizer,
     VectorQuantizer,
 )
@@ -38,6 +39,7 @@ from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.rqvae import RQVAE
 from vqkeras.models.vae import VAE
+from vqkeras.models.vqgan import VQGAN
 from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
 
@@ -125,6 +127,9 @@ class FamilyParts:
     kl_weight: float
     seed: int
     name: str
+    discriminator_start: int
+    discriminator_weight: float
+    perceptual_loss: object
     decoder: ConvDecoder
 
     @property
@@ -275,6 +280,26 @@ def _gumbel_vae(parts):
     return VQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
 
 
+@register_family("vqgan", default_latent_dim=64)
+def _vqgan(parts):
+    """`VQGAN`: the "ema-vqvae" model judged by a `PatchDiscriminator` of
+    as many stride-2 layers as the encoder, starting from its first
+    channels (its logits come on the latent grid), with the adaptive
+    weight's factor `discriminator_weight`, from `discriminator_start`
+    steps on, and an optional `perceptual_loss`."""
+    encoder = parts.encoder(parts.latent_dim)
+    return VQGAN(
+        encoder,
+        parts.decoder,
+        parts.ema_quantizer(parts.latent_dim),
+        discriminator=PatchDiscriminator(filters=parts.channels[0], num_layers=len(parts.channels)),
+        perceptual_loss=parts.perceptual_loss,
+        discriminator_weight=parts.discriminator_weight,
+        discriminator_start=parts.discriminator_start,
+        name=parts.name,
+    )
+
+
 def build_autoencoder(
     family,
     image_shape,
@@ -289,6 +314,9 @@ def build_autoencoder(
     beta=1.0,
     kl_weight=1e-6,
     seed=0,
+    discriminator_start=0,
+    discriminator_weight=0.8,
+    perceptual_loss=None,
     name=None,
 ):
     """A built, uncompiled autoencoder of `family` for images of `image_shape`.
@@ -297,6 +325,7 @@ def build_autoencoder(
         family: a name of `FAMILIES`: "ae" (`Autoencoder`), "vae" (`VAE`),
             "klvae" (`KLVAE`), "vqvae" (`VQVAE`, gradient codebook),
             "ema-vqvae" (`VQVAE`, EMA codebook with dead-code restarts),
+            "vqgan" (`VQGAN`: "ema-vqvae" with a `PatchDiscriminator`),
             "rqvae" (`RQVAE`, EMA codebooks per level), "vqvae2" (`VQVAE2`,
             EMA codebooks; the top grid is half the bottom one's size),
             "fsq-vae" (`VQVAE`, `FiniteScalarQuantizer`), "lfq-vae"
@@ -325,6 +354,14 @@ def build_autoencoder(
         beta: KL weight of "vae".
         kl_weight: KL weight of "klvae".
         seed: seed of the codebook initialization and restarts.
+        discriminator_start: "vqgan": training steps before the adversarial
+            terms count.
+        discriminator_weight: "vqgan": factor of the adaptive weight of the
+            generator's adversarial term (0: no adversarial training of the
+            autoencoder).
+        perceptual_loss: "vqgan": a `PerceptualLoss` (e.g.
+            `PerceptualLoss.from_classifier("mnist_classifier")`), or None
+            for none.
         name: model name (default: the family, "-" replaced by "_").
     """
     if family not in FAMILIES:
@@ -358,6 +395,9 @@ def build_autoencoder(
         kl_weight=kl_weight,
         seed=seed,
         name=name or family.replace("-", "_"),
+        discriminator_start=discriminator_start,
+        discriminator_weight=discriminator_weight,
+        perceptual_loss=perceptual_loss,
         decoder=ConvDecoder(
             image_shape[-1],
             channels=channels[::-1],

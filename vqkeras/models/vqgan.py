@@ -63,8 +63,9 @@ class VQGAN(VQVAE):
     after `discriminator_start`).
 
     Inference: `as_vqvae()` gives a plain `VQVAE` sharing the encoder,
-    quantizer and decoder: the model to save as a preset, without the
-    discriminator, the feature network or the training state.
+    quantizer and decoder, without the discriminator, the feature network
+    or the training state: what `save_to_preset` saves unless asked for
+    the training parts too.
 
     Pixel range: uint8 in [0, 255] or floats in [0, 1]; reconstructions are
     float32 on the [0, 1] scale, not clipped. The discriminator and the
@@ -113,7 +114,7 @@ class VQGAN(VQVAE):
         discriminator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.9),
     )
     model.fit(x_train, epochs=20, batch_size=64)  # uint8 (N, 32, 32, 3)
-    model.as_vqvae().save_to_preset("my_vqgan")   # a VQVAE: codes and decoding
+    model.save_to_preset("my_vqgan")   # a VQVAE preset: codes and decoding
     ```
 
     Reference:
@@ -179,6 +180,20 @@ class VQGAN(VQVAE):
         self.adaptive_weight_tracker = keras.metrics.Mean(name="adaptive_weight")
         self.real_logits_tracker = keras.metrics.Mean(name="real_logits")
         self.fake_logits_tracker = keras.metrics.Mean(name="fake_logits")
+        # Training state, updated inside the training step (backend-neutral:
+        # JAX's trainer collects non-trainable assignments). Created here, as
+        # no shape decides it: `build` may run twice (deserialization builds
+        # from the build config, and callers build again).
+        self.train_steps = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="train_steps",
+        )
+        self.lecam_ema_real = self._state_scalar("lecam_ema_real")
+        self.lecam_ema_fake = self._state_scalar("lecam_ema_fake")
 
     @property
     def _discriminator_terms(self):
@@ -201,18 +216,6 @@ class VQGAN(VQVAE):
 
     def build(self, input_shape):
         super().build(input_shape)
-        # Training state, updated inside the training step (backend-neutral:
-        # JAX's trainer collects non-trainable assignments).
-        self.train_steps = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="train_steps",
-        )
-        self.lecam_ema_real = self._state_scalar("lecam_ema_real")
-        self.lecam_ema_fake = self._state_scalar("lecam_ema_fake")
         self.last_decoder_kernel  # noqa: B018 (raises now for a decoder without a kernel)
 
     def _state_scalar(self, name):
@@ -371,6 +374,16 @@ class VQGAN(VQVAE):
         if input_shape is not None:
             model.build(tuple(input_shape))
         return model
+
+    def save_to_preset(self, directory, metadata=None, overwrite=False, training_parts=False):
+        """Saves a preset of `as_vqvae()` (under this model's name): a
+        `VQVAE`, what inference needs. With `training_parts=True`, the whole
+        `VQGAN` instead: discriminator, perceptual feature network and
+        training state, to train further from the preset."""
+        from vqkeras import presets
+
+        model = self if training_parts else self.as_vqvae(name=self.name)
+        return presets.save_to_preset(model, directory, metadata=metadata, overwrite=overwrite)
 
     # -- serialization --------------------------------------------------------
 
