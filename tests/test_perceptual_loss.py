@@ -132,6 +132,8 @@ def test_from_classifier_compares_its_convolutions_on_the_unit_scale(tmp_path):
     direct = PerceptualLoss(classifier, ["c1", "c2"], preprocessing="unit")
     np.testing.assert_allclose(to_numpy(loss(x, y)), to_numpy(direct(x, y)), rtol=1e-5)
     assert PerceptualLoss.from_classifier(classifier, ["c2"]).layer_names == ("c2",)
+    with pytest.raises(ValueError, match=r"'digits' takes images of 8x8 pixels.*\(2, 16, 16, 1\)"):
+        loss(_images(2, size=16, channels=1), _images(2, size=16, channels=1))
     dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="mlp")
     with pytest.raises(
         ValueError, match="'mlp' has no Conv2D layer to compare: pass `layer_names`"

@@ -80,7 +80,7 @@ def test_fit_lowers_the_reconstruction_loss_and_logs_every_term():
     reconstruction = history.history["reconstruction_loss"]
     assert reconstruction[-1] < 0.9 * reconstruction[0], reconstruction
     # Both optimizers took every step; the step counter agrees.
-    assert [int(o.iterations.numpy()) for o in model.optimizer.optimizers.values()] == [8, 8]
+    assert [int(o.iterations.numpy()) for o in model.optimizer.optimizers] == [8, 8]
     assert int(to_numpy(model.train_steps)) == 8
     # LeCAM's moving averages follow the logits in training.
     assert float(to_numpy(model.lecam_ema_real)) != 0.0

@@ -202,6 +202,12 @@ class PerceptualLoss(layers.Layer):
                 "PerceptualLoss compares images of the same shape. "
                 f"Received shapes {tuple(x.shape)} and {tuple(y.shape)}."
             )
+        size = tuple(self.extractor.inputs[0].shape[1:3])
+        if any(s is not None and r is not None and s != r for s, r in zip(size, x.shape[1:3])):
+            raise ValueError(
+                f"The feature model '{self.extractor.name}' takes images of {size[0]}x{size[1]} "
+                f"pixels. Received images of shape {tuple(x.shape)}."
+            )
         distance = 0.0
         for fx, fy in zip(self._unit_features(x), self._unit_features(y)):
             distance = distance + ops.mean(ops.square(fx - fy), axis=(1, 2, 3))
