@@ -233,6 +233,13 @@ def build_parser():
     evaluating.add_argument(
         "--seed", type=_non_negative_int, default=0, help="priors: sampling seed (default: 0)"
     )
+    evaluating.add_argument(
+        "--frechet-features",
+        metavar="CLASSIFIER",
+        help="autoencoders: also the Frechet distance of the reconstructions to the images in "
+        "the features of this classifier preset (e.g. mnist_classifier; its layer named "
+        "'features', else the one before its output; not FID)",
+    )
     evaluating.add_argument("--out", help="also write the metrics to this JSON file")
     evaluating.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     evaluating.set_defaults(run=_evaluate)
