@@ -224,9 +224,10 @@ def fit_resumable(
 
     The model must be built and compiled first, so that the backup has
     variables to restore into. With `augmentation` layers (e.g.
-    `vqkeras.augmentation.augmentation_layers(["flip", "shift"])`), an
-    autoencoder's images `x` are shuffled (seeded by `seed`), batched and
-    augmented in a tf.data pipeline (`vqkeras.augmentation.augmented_batches`).
+    `vqkeras.augmentation.augmentation_layers(["flip", "shift"])`), the
+    images `x` (with their targets `y`, if any: a classifier's labels) are
+    shuffled (seeded by `seed`), batched and augmented in a tf.data pipeline
+    (`vqkeras.augmentation.augmented_batches`).
 
     Returns:
         `(history, timer)`: the `History` of this session and the
@@ -239,12 +240,8 @@ def fit_resumable(
         )
     timer_images = len(x)
     if augmentation is not None:
-        if y is not None:
-            raise ValueError(
-                "augmentation= transforms an autoencoder's images, which are also its targets; "
-                f"received targets y of shape {np.shape(y)} too."
-            )
-        x, batch_size = augmented_batches(x, batch_size, augmentation, seed=seed), None
+        x = augmented_batches(x, batch_size, augmentation, seed=seed, labels=y)
+        y = batch_size = None
     resume = is_resuming(out_dir)
     checkpoint_dir = os.path.join(out_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
