@@ -169,7 +169,9 @@ def is_resuming(out_dir):
     return os.path.exists(os.path.join(out_dir, "backup", "training_metadata.json"))
 
 
-def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1):
+def compile_with_cosine_adam(
+    model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1, **compile_kwargs
+):
     """Compiles `model` with Adam and a cosine learning-rate decay.
 
     The learning rate starts at `learning_rate` and falls along a half cosine
@@ -179,11 +181,14 @@ def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fr
     resumed by `fit_resumable` continues it.
 
     Args:
-        model: a vqkeras model, which brings its own losses.
+        model: a vqkeras model, which brings its own losses (or any Keras
+            model, given `compile_kwargs`).
         decay_steps: length of the decay in optimizer steps, e.g.
             `epochs * math.ceil(len(x_train) / batch_size)`.
         learning_rate: the initial learning rate.
         final_fraction: the final learning rate, as a fraction of the initial one.
+        **compile_kwargs: more arguments of `compile`, for a model that
+            brings no losses of its own (a classifier's `loss`, `metrics`).
 
     Example:
 
@@ -201,7 +206,7 @@ def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fr
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=decay_steps, alpha=final_fraction
     )
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    model.compile(optimizer=keras.optimizers.Adam(schedule), **compile_kwargs)
 
 
 def fit_resumable(
