@@ -421,3 +421,15 @@ def sample_check(model, sample_name):
         "psnr_db": round(psnr, 2),
         "psnr_floor_db": math.floor(psnr - 0.5),
     }
+
+
+def classifier_sample_check(model, sample_name):
+    """The accuracy of a classifier preset's `model` (images on [0, 1]) on a
+    sample shipped in `vqkeras.samples`, and the floor (0.01 below) that the
+    test suite holds the preset to."""
+    from vqkeras import samples
+
+    images, labels = samples.load(sample_name)
+    scores = model.predict(images / 255.0, verbose=0)
+    accuracy = float(np.mean(np.argmax(scores, axis=-1) == labels))
+    return {"sample": sample_name, "accuracy": accuracy, "accuracy_floor": accuracy - 0.01}

@@ -40,13 +40,17 @@ import math
 import os
 
 import keras
-import numpy as np
 
 import vqkeras
 from vqkeras.augmentation import augmentation_layers
 from vqkeras.file_io import write_json_atomic
-from vqkeras.training import compile_with_cosine_adam, fit_resumable, load_npz_splits
-from vqkeras.zoo.recipe_options import parse_training_args, training_parser
+from vqkeras.training import (
+    classifier_sample_check,
+    compile_with_cosine_adam,
+    fit_resumable,
+    load_npz_splits,
+)
+from vqkeras.zoo.autoencoder_recipe import parse_args
 
 IMAGE_SHAPE = (32, 32, 3)
 VALIDATION_SIZE = 5000
@@ -54,19 +58,6 @@ NUM_CLASSES = 10
 BLOCK_CHANNELS = (32, 64, 128)
 FEATURES = 256
 FEATURE_LAYER = "features"
-
-
-def parse_args(argv=None):
-    parser = training_parser(__doc__.split("\n\n")[0])
-    parser.set_defaults(epochs=30)
-    parser.add_argument(
-        "--limit-train",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train on the first N training images only (for quick runs and timing)",
-    )
-    return parse_training_args(parser, argv)
 
 
 def build_model():
@@ -95,7 +86,8 @@ def build_model():
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    # The zoo's shared options: data, output, epochs, ..., --limit-train.
+    args = parse_args(__doc__.split("\n\n")[0], argv)
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     data = load_npz_splits(args.data, IMAGE_SHAPE, VALIDATION_SIZE, args.limit_train)
@@ -131,10 +123,6 @@ def main(argv=None):
         "test": {"images": len(scaled["x_test"]), "accuracy": float(test["accuracy"])},
     }
     write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
-    sample_images, sample_labels = vqkeras.samples.load("cifar10")
-    sample_accuracy = float(
-        np.mean(np.argmax(model.predict(sample_images / 255.0, verbose=0), -1) == sample_labels)
-    )
     vqkeras.presets.save_to_preset(
         model,
         os.path.join(args.out, "preset"),
@@ -147,11 +135,7 @@ def main(argv=None):
             "evaluation": "CIFAR-10 test split, all 10000 images",
             "recipe": "zoo/cifar10_classifier/recipe.py",
             # The test suite checks the shipped sample is still classified this well.
-            "sample_check": {
-                "sample": "cifar10",
-                "accuracy": sample_accuracy,
-                "accuracy_floor": sample_accuracy - 0.01,
-            },
+            "sample_check": classifier_sample_check(model, "cifar10"),
             "training": {key: metrics[key] for key in ("backend", "epochs", "batch_size", "seed")},
             "metrics": metrics["test"],
         },
