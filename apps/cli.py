@@ -405,19 +405,22 @@ def build_parser():
         type=_non_negative_int,
         default=0,
         metavar="STEPS",
-        help="vqgan: training steps before the adversarial terms count (default: 0)",
+        help="vqgan, adversarial-klvae: training steps before the adversarial terms count "
+        "(default: 0)",
     )
     training.add_argument(
         "--adversarial-weight",
         type=float,
         default=0.8,
-        help="vqgan: factor of the adaptive weight of the autoencoder's adversarial term; "
+        help="vqgan, adversarial-klvae: factor of the adaptive weight of the autoencoder's "
+        "adversarial term; "
         "0 trains the discriminator without it (default: 0.8)",
     )
     training.add_argument(
         "--perceptual-features",
         metavar="PRESET_OR_DIR",
-        help="vqgan: add a perceptual loss in the Conv2D features of this classifier preset, "
+        help="vqgan, adversarial-klvae: add a perceptual loss in the Conv2D features of this "
+        "classifier preset, "
         "which takes images of the training images' size (e.g. mnist_classifier for 28x28 "
         "digits; default: none)",
     )

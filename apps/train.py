@@ -26,11 +26,12 @@ device count (at most count - 1 dropped; metrics.json says how many).
 
 --family vqgan trains a VQGAN (the ema-vqvae model with a patch
 discriminator, which has its own Adam optimizer, a copy of the autoencoder's;
-both optimizers' states are saved for resumption): --discriminator-start
-steps of the autoencoder alone first, --adversarial-weight, and
---perceptual-features CLASSIFIER for a perceptual loss in the features of a
-classifier preset (none by default). Its preset holds the inference VQVAE
-only, without the discriminator.
+both optimizers' states are saved for resumption), --family adversarial-klvae
+the klvae model the same way (latent diffusion's AutoencoderKL recipe):
+--discriminator-start steps of the autoencoder alone first,
+--adversarial-weight, and --perceptual-features CLASSIFIER for a perceptual
+loss in the features of a classifier preset (none by default). Their presets
+hold the inference VQVAE or KLVAE only, without the discriminator.
 
 --augment flips and shifts the training images at random (Keras's
 preprocessing layers in the tf.data input pipeline, on every backend; see
@@ -56,7 +57,7 @@ from vqkeras.augmentation import augmentation_layers
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.layers import PerceptualLoss
-from vqkeras.models.factory import build_autoencoder
+from vqkeras.models.factory import ADVERSARIAL_FAMILIES, build_autoencoder
 from vqkeras.training import PRESET_DIR, train_and_evaluate
 
 RUN_FILE = "run.json"
@@ -148,9 +149,9 @@ def _even(images, devices, what):
 
 
 def _adversarial_settings(args):
-    """What a vqgan's card must say of its training: the feature network of
-    its perceptual loss above all."""
-    if args.family != "vqgan":
+    """What an adversarial family's card must say of its training: the
+    feature network of its perceptual loss above all."""
+    if args.family not in ADVERSARIAL_FAMILIES:
         return {}
     return {
         "discriminator_start": args.discriminator_start,
@@ -174,9 +175,10 @@ def run(args):
     x_val_even = _even(x_val, devices, "held-out images")
     grid_images = max(devices, GRID_IMAGES - GRID_IMAGES % devices)
 
-    if args.perceptual_features and args.family != "vqgan":
+    if args.perceptual_features and args.family not in ADVERSARIAL_FAMILIES:
         raise ValueError(
-            f"--perceptual-features applies to --family vqgan only. Received: --family {args.family}."
+            f"--perceptual-features applies to the families {', '.join(ADVERSARIAL_FAMILIES)}. "
+            f"Received: --family {args.family}."
         )
     perceptual_loss = (
         PerceptualLoss.from_classifier(args.perceptual_features)

@@ -101,7 +101,7 @@ def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
 def test_train_offers_and_trains_a_registered_family(data, tmp_path, capsys, tiny_family):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,vqgan,tiny-ae}"
+    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,vqgan,adversarial-klvae,tiny-ae}"
     assert f"--family {choices}" in capsys.readouterr().out
     out = tmp_path / "tiny"
     arguments = ["train", "--family", tiny_family, "--data", data, "--out", str(out)]
@@ -157,10 +157,11 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
     assert metadata["training"]["discriminator_start"] == 2
     assert metadata["training"]["adversarial_weight"] == 0.5
 
-    # The perceptual loss is the vqgan's only: another family refuses it.
+    # The perceptual loss is the adversarial families' only: another family refuses it.
     other = ["train", "--family", "ema-vqvae", "--data", data, "--out", str(tmp_path / "b")]
     assert main([*other, "--perceptual-features", classifier, "--quiet"]) == 2
-    assert "--perceptual-features applies to --family vqgan only" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--perceptual-features applies to the families vqgan, adversarial-klvae" in error
 
 
 # `vqkeras train --distribute` on two fake CPU devices, in a fresh interpreter:

@@ -10,7 +10,16 @@ from vqkeras.layers import (
     LookupFreeQuantizer,
     PatchDiscriminator,
 )
-from vqkeras.models import KLVAE, RQVAE, VAE, VQGAN, VQVAE, VQVAE2, Autoencoder
+from vqkeras.models import (
+    KLVAE,
+    RQVAE,
+    VAE,
+    VQGAN,
+    VQVAE,
+    VQVAE2,
+    AdversarialKLVAE,
+    Autoencoder,
+)
 from vqkeras.models.factory import (
     FAMILIES,
     build_autoencoder,
@@ -31,6 +40,7 @@ CLASSES = {
     "lfq-vae": VQVAE,
     "gumbel-vae": VQVAE,
     "vqgan": VQGAN,
+    "adversarial-klvae": AdversarialKLVAE,
 }
 
 
@@ -98,6 +108,7 @@ def test_the_registry_holds_the_families_in_order_with_their_defaults():
         "lfq-vae",
         "gumbel-vae",
         "vqgan",
+        "adversarial-klvae",
     )
     assert {name: family.default_latent_dim for name, family in FAMILIES.items()} == {
         "ae": 4,
@@ -111,6 +122,7 @@ def test_the_registry_holds_the_families_in_order_with_their_defaults():
         "lfq-vae": 9,
         "gumbel-vae": 64,
         "vqgan": 64,
+        "adversarial-klvae": 4,
     }
     assert [name for name, family in FAMILIES.items() if family.extra_downsampling] == ["vqvae2"]
     with pytest.raises(TypeError):
@@ -177,7 +189,7 @@ def test_scalar_and_lookup_free_families_take_their_codes_from_num_embeddings():
         build_autoencoder("fsq-vae", (8, 8, 1), channels=(4,), levels=(4, 1))
 
 
-def test_vqgan_is_the_ema_vqvae_judged_by_a_discriminator_as_deep_as_its_encoder():
+def test_the_adversarial_families_have_a_discriminator_as_deep_as_their_encoder():
     model = build_autoencoder(
         "vqgan",
         (16, 16, 3),
@@ -194,3 +206,8 @@ def test_vqgan_is_the_ema_vqvae_judged_by_a_discriminator_as_deep_as_its_encoder
     # One logit per latent position.
     logits = model.discriminator(np.zeros((2, 16, 16, 3), "float32"))
     assert to_numpy(logits).shape == (2, 4, 4, 1)
+    klvae = build_autoencoder(
+        "adversarial-klvae", (16, 16, 3), channels=(8,), kl_weight=1e-4, discriminator_start=7
+    )
+    assert (klvae.latent_dim, klvae.kl_weight, klvae.discriminator_start) == (4, 1e-4, 7)
+    assert (klvae.discriminator.filters, klvae.discriminator.num_layers) == (8, 1)
