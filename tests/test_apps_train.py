@@ -197,13 +197,21 @@ def test_train_distribute_checks_the_batch_size_against_the_devices(
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(keras.config.backend() == "torch", reason="needs JAX or TensorFlow")
-def test_train_distribute_on_two_devices(tmp_path):
+@pytest.mark.parametrize(
+    # VQGAN: two optimizer groups and a step counter, on JAX's devices
+    # (TensorFlow's logical CPUs pass too, with --every-backend).
+    "family",
+    [
+        pytest.param("ema-vqvae", marks=pytest.mark.slow),
+        pytest.param("vqgan", marks=pytest.mark.slow(backend="jax")),
+    ],
+)
+def test_train_distribute_on_two_devices(tmp_path, family):
     path = tmp_path / "blobs.npz"
     np.savez(path, images=blob_images(21))  # 2 held out, 19 to train: 18 on 2 devices
     out = tmp_path / "run"
-    arguments = ["train", "--family", "ema-vqvae", "--data", str(path), "--out", str(out)]
+    arguments = ["train", "--family", family, "--data", str(path), "--out", str(out)]
     sizes = ["--channels", "8,16", "--latent-dim", "4", "--num-embeddings", "16"]
     result = subprocess.run(
         [sys.executable, "-c", DISTRIBUTED_TRAIN, *arguments, *sizes, "--batch-size", "4"]
