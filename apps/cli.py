@@ -233,6 +233,13 @@ def build_parser():
     evaluating.add_argument(
         "--seed", type=_non_negative_int, default=0, help="priors: sampling seed (default: 0)"
     )
+    evaluating.add_argument(
+        "--frechet-features",
+        metavar="CLASSIFIER",
+        help="autoencoders: also the Frechet distance of the reconstructions to the images in "
+        "the features of this classifier preset (e.g. mnist_classifier; its layer named "
+        "'features', else the one before its output; not FID)",
+    )
     evaluating.add_argument("--out", help="also write the metrics to this JSON file")
     evaluating.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     evaluating.set_defaults(run=_evaluate)
@@ -416,6 +423,30 @@ def build_parser():
     training.add_argument("--beta", type=float, default=1.0, help="vae KL weight (default: 1)")
     training.add_argument(
         "--kl-weight", type=float, default=1e-6, help="klvae KL weight (default: 1e-6)"
+    )
+    training.add_argument(
+        "--discriminator-start",
+        type=_non_negative_int,
+        default=0,
+        metavar="STEPS",
+        help="vqgan, adversarial-klvae: training steps before the adversarial terms count "
+        "(default: 0)",
+    )
+    training.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=0.8,
+        help="vqgan, adversarial-klvae: factor of the adaptive weight of the autoencoder's "
+        "adversarial term; "
+        "0 trains the discriminator without it (default: 0.8)",
+    )
+    training.add_argument(
+        "--perceptual-features",
+        metavar="PRESET_OR_DIR",
+        help="vqgan, adversarial-klvae: add a perceptual loss in the Conv2D features of this "
+        "classifier preset, "
+        "which takes images of the training images' size (e.g. mnist_classifier for 28x28 "
+        "digits; default: none)",
     )
     training.add_argument("--seed", type=_non_negative_int, default=0, help="(default: 0)")
     training.add_argument(

@@ -14,13 +14,20 @@ What is measured depends on the preset:
   (default: the one in the metadata) with class-conditional samples
   (`conditional_sample_agreement`, `--samples-per-class`, 0 to skip);
 - a classifier (e.g. `mnist_classifier`): its accuracy on the labelled input.
+
+`--frechet-features CLASSIFIER` adds, for an autoencoder, the Fréchet
+distance between the input images and their reconstructions in the features
+of a classifier preset (`frechet_distance_of_images`), and `frechet_features`
+names the classifier and its layer ("mnist_classifier/flatten"). It is not FID (which
+is measured in ImageNet Inception-v3 features): compare it only with
+distances in the same features.
 """
 
 import numpy as np
 
 from vqkeras import presets
 from vqkeras.apps.inputs import load_images, model_image_shape
-from vqkeras.apps.models import load_model
+from vqkeras.apps.models import load_model, reconstruct
 from vqkeras.apps.outputs import check_outputs, describe_input
 from vqkeras.codes import codes_by_name
 from vqkeras.evaluation import (
@@ -28,6 +35,7 @@ from vqkeras.evaluation import (
     encode_indices,
     evaluate_prior,
     evaluate_reconstructions,
+    frechet_distance_of_images,
 )
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models import CodePrior
@@ -98,16 +106,36 @@ def _classifier_metrics(args, classifier):
     }
 
 
+def _frechet_metrics(args, model, images):
+    """The Fréchet distance of `model`'s reconstructions of `images` to them,
+    and the features it is measured in."""
+    reconstructions = reconstruct(model, images, args.batch_size, args.quiet)
+    result = frechet_distance_of_images(
+        images, reconstructions, args.frechet_features, batch_size=args.batch_size
+    )
+    return {
+        "frechet_distance": result["frechet_distance"],
+        "frechet_features": result["features"],
+    }
+
+
 def run(args):
     if args.out:
         check_outputs([args.out], args.overwrite)
     model = presets.from_preset(args.model)
+    if args.frechet_features and not isinstance(model, AutoencoderModel):
+        raise ValueError(
+            f"--frechet-features measures an autoencoder's reconstructions; {args.model!r} "
+            f"holds a {type(model).__name__}."
+        )
     if isinstance(model, AutoencoderModel):
         inputs = _load(args, model)
         metrics = {
             "skipped": len(inputs.skipped),
             **evaluate_reconstructions(model, inputs.images, batch_size=args.batch_size),
         }
+        if args.frechet_features:
+            metrics.update(_frechet_metrics(args, model, inputs.images))
     elif isinstance(model, CodePrior):
         metrics = _prior_metrics(args, model, presets.load_metadata(args.model))
     else:

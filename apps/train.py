@@ -24,6 +24,15 @@ multiple of the device count. So that every batch splits evenly, the training
 images and the images validated after each epoch are cut to a multiple of the
 device count (at most count - 1 dropped; metrics.json says how many).
 
+--family vqgan trains a VQGAN (the ema-vqvae model with a patch
+discriminator, which has its own Adam optimizer, a copy of the autoencoder's;
+both optimizers' states are saved for resumption), --family adversarial-klvae
+the klvae model the same way (latent diffusion's AutoencoderKL recipe):
+--discriminator-start steps of the autoencoder alone first,
+--adversarial-weight, and --perceptual-features CLASSIFIER for a perceptual
+loss in the features of a classifier preset (none by default). Their presets
+hold the inference VQVAE or KLVAE only, without the discriminator.
+
 --augment flips and shifts the training images at random (Keras's
 preprocessing layers in the tf.data input pipeline, on every backend; see
 `vqkeras.augmentation`); `--augment shift` for digits and text, which flips
@@ -47,7 +56,8 @@ from vqkeras.apps.outputs import describe_input
 from vqkeras.augmentation import augmentation_layers
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
-from vqkeras.models.factory import build_autoencoder
+from vqkeras.layers import PerceptualLoss
+from vqkeras.models.factory import ADVERSARIAL_FAMILIES, build_autoencoder
 from vqkeras.training import PRESET_DIR, train_and_evaluate
 
 RUN_FILE = "run.json"
@@ -138,6 +148,18 @@ def _even(images, devices, what):
     return images[:kept]
 
 
+def _adversarial_settings(args):
+    """What an adversarial family's card must say of its training: the
+    feature network of its perceptual loss above all."""
+    if args.family not in ADVERSARIAL_FAMILIES:
+        return {}
+    return {
+        "discriminator_start": args.discriminator_start,
+        "adversarial_weight": args.adversarial_weight,
+        "perceptual_features": args.perceptual_features,
+    }
+
+
 def run(args):
     if not 0 < args.validation_fraction < 1:
         raise ValueError(
@@ -153,6 +175,17 @@ def run(args):
     x_val_even = _even(x_val, devices, "held-out images")
     grid_images = max(devices, GRID_IMAGES - GRID_IMAGES % devices)
 
+    if args.perceptual_features and args.family not in ADVERSARIAL_FAMILIES:
+        raise ValueError(
+            f"--perceptual-features applies to the families {', '.join(ADVERSARIAL_FAMILIES)}. "
+            f"Received: --family {args.family}."
+        )
+    perceptual_loss = (
+        PerceptualLoss.from_classifier(args.perceptual_features)
+        if args.perceptual_features
+        else None
+    )
+
     def build():
         model = build_autoencoder(
             args.family,
@@ -164,6 +197,9 @@ def run(args):
             depth=args.depth,
             beta=args.beta,
             kl_weight=args.kl_weight,
+            discriminator_start=args.discriminator_start,
+            discriminator_weight=args.adversarial_weight,
+            perceptual_loss=perceptual_loss,
             seed=args.seed,
         )
         # Only once the settings give a model: a command that fails to build
@@ -197,6 +233,7 @@ def run(args):
                 "batch_size": args.batch_size,
                 "devices": devices,
                 "augmentation": args.augment,
+                **_adversarial_settings(args),
             },
             "metrics": trained.evaluation,
         }

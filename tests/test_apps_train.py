@@ -101,7 +101,7 @@ def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
 def test_train_offers_and_trains_a_registered_family(data, tmp_path, capsys, tiny_family):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,tiny-ae}"
+    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,vqgan,adversarial-klvae,tiny-ae}"
     assert f"--family {choices}" in capsys.readouterr().out
     out = tmp_path / "tiny"
     arguments = ["train", "--family", tiny_family, "--data", data, "--out", str(out)]
@@ -112,6 +112,56 @@ def test_train_offers_and_trains_a_registered_family(data, tmp_path, capsys, tin
     assert summary["family"] == tiny_family and summary["epochs"] == 1
     model = vqkeras.from_preset(out / "preset")
     assert type(model) is vqkeras.models.Autoencoder and model.encoder.latent_dim == 3
+
+
+def _classifier_preset(path, size=16):
+    """A tiny untrained classifier preset of `size`x`size` grayscale images."""
+    classifier = keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv_a"),
+            keras.layers.Conv2D(4, 3, strides=2, name="conv_b"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="tiny_classifier",
+    )
+    vqkeras.presets.save_to_preset(classifier, path)
+    return str(path)
+
+
+def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_model(
+    data, tmp_path, capsys
+):
+    out = tmp_path / "vqgan"
+    classifier = _classifier_preset(tmp_path / "classifier")
+    gan = ["--discriminator-start", "2", "--adversarial-weight", "0.5"]
+    arguments = ["train", "--family", "vqgan", "--data", data, "--out", str(out), *gan]
+    sizes = ["--channels", "4,8", "--latent-dim", "4", "--num-embeddings", "8"]
+    common = [*arguments, *sizes, "--batch-size", "6", "--quiet"]
+    assert main([*common, "--perceptual-features", classifier, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--perceptual-features", classifier, "--epochs", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 2 and summary["train_images"] == 18
+    with open(out / "training_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    # Three steps an epoch: the adversarial terms count from the third step on.
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert float(rows[1]["adaptive_weight"]) > 0 and float(rows[1]["perceptual_loss"]) > 0
+    assert float(rows[0]["discriminator_loss"]) < float(rows[1]["discriminator_loss"])
+    model = vqkeras.from_preset(out / "preset")
+    assert type(model) is vqkeras.models.VQVAE and model.num_embeddings == 8
+    metadata = json.loads((out / "preset" / "metadata.json").read_text())
+    assert metadata["training"]["perceptual_features"] == classifier
+    assert metadata["training"]["discriminator_start"] == 2
+    assert metadata["training"]["adversarial_weight"] == 0.5
+
+    # The perceptual loss is the adversarial families' only: another family refuses it.
+    other = ["train", "--family", "ema-vqvae", "--data", data, "--out", str(tmp_path / "b")]
+    assert main([*other, "--perceptual-features", classifier, "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "--perceptual-features applies to the families vqgan, adversarial-klvae" in error
 
 
 # `vqkeras train --distribute` on two fake CPU devices, in a fresh interpreter:
@@ -147,13 +197,21 @@ def test_train_distribute_checks_the_batch_size_against_the_devices(
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(keras.config.backend() == "torch", reason="needs JAX or TensorFlow")
-def test_train_distribute_on_two_devices(tmp_path):
+@pytest.mark.parametrize(
+    # VQGAN: two optimizer groups and a step counter, on JAX's devices
+    # (TensorFlow's logical CPUs pass too, with --every-backend).
+    "family",
+    [
+        pytest.param("ema-vqvae", marks=pytest.mark.slow),
+        pytest.param("vqgan", marks=pytest.mark.slow(backend="jax")),
+    ],
+)
+def test_train_distribute_on_two_devices(tmp_path, family):
     path = tmp_path / "blobs.npz"
     np.savez(path, images=blob_images(21))  # 2 held out, 19 to train: 18 on 2 devices
     out = tmp_path / "run"
-    arguments = ["train", "--family", "ema-vqvae", "--data", str(path), "--out", str(out)]
+    arguments = ["train", "--family", family, "--data", str(path), "--out", str(out)]
     sizes = ["--channels", "8,16", "--latent-dim", "4", "--num-embeddings", "16"]
     result = subprocess.run(
         [sys.executable, "-c", DISTRIBUTED_TRAIN, *arguments, *sizes, "--batch-size", "4"]

@@ -24,6 +24,18 @@ def test_batches_without_layers_are_a_shuffled_epoch_of_unit_floats():
     assert not np.array_equal(first, second)
 
 
+def test_labels_stay_with_their_images():
+    images = np.arange(10, dtype="uint8")[:, None, None, None] * np.ones((1, 4, 4, 1), "uint8")
+    labels = np.arange(10, dtype="int32") * 3
+    batches = list(augmented_batches(images, 4, [], seed=0, labels=labels))
+    x = np.concatenate([np.asarray(b[0]) for b in batches])
+    y = np.concatenate([np.asarray(b[1]) for b in batches])
+    np.testing.assert_array_equal(np.round(x[:, 0, 0, 0] * 255).astype("int32") * 3, y)
+    assert sorted(y) == list(labels) and not np.array_equal(y, labels)  # shuffled
+    with pytest.raises(ValueError, match="one label per image. Received 9 labels for 10 images"):
+        augmented_batches(images, 4, [], labels=labels[:9])
+
+
 def test_flips_mirror_whole_images_and_shifts_keep_the_pixel_range():
     images = np.random.default_rng(1).random((64, 8, 8, 1)).astype("float32")
     flipped = epoch(augmented_batches(images, 16, augmentation_layers(["flip"], seed=0)))
@@ -63,10 +75,35 @@ def test_fit_resumable_trains_on_augmented_images(tmp_path):
     assert len(losses) == 3 and np.isfinite(losses).all() and losses[-1] < losses[0]
     assert timer.summary()["epochs"] == 3
 
-    with pytest.raises(ValueError, match="also its targets"):
-        fit_resumable(
-            model, images, tmp_path / "y", epochs=1, batch_size=8, y=images, augmentation=layers
-        )
+    # A classifier's labels travel with their images: blank images (label 0)
+    # from images with a blob (1), which flips and shifts keep apart.
+    images[::2] = 0
+    labels = np.tile([0, 1], 12).astype("int32")
+    classifier = keras.Sequential(
+        [
+            keras.Input(images.shape[1:]),
+            keras.layers.GlobalMaxPooling2D(),
+            # From zeros: learnt in a few steps whatever the seed.
+            keras.layers.Dense(2, kernel_initializer="zeros"),
+        ]
+    )
+    classifier.compile(
+        keras.optimizers.Adam(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history, _ = fit_resumable(
+        classifier,
+        images,
+        tmp_path / "labels",
+        y=labels,
+        epochs=5,
+        batch_size=8,
+        augmentation=layers,
+        seed=0,
+        verbose=0,
+    )
+    assert history.history["accuracy"][-1] == 1.0
 
 
 def test_keras_cv_layers_work_in_the_pipeline():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import small_vqvae, subprocess_env
 
+from vqkeras import samples
 from vqkeras.apps.cli import main
-from vqkeras.evaluation import encode_indices, evaluate_prior
+from vqkeras.evaluation import encode_indices, evaluate_prior, frechet_distance_of_images
 from vqkeras.models import MaskGITPrior, PixelCNNPrior, TransformerPrior
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.presets import from_preset
@@ -191,6 +192,25 @@ def test_evaluate_a_prior_and_a_classifier(tmp_path, capsys):
     assert "needs labelled images" in capsys.readouterr().err
     assert main(["evaluate", "pixelcnn_vqvae_mnist", *unlabelled]) == 2
     assert "class-conditional prior needs labelled images" in capsys.readouterr().err
+
+
+def test_evaluate_reports_the_frechet_distance_in_a_named_classifiers_features(capsys):
+    args = ["evaluate", "vqvae_mnist", "--input", "sample:mnist", "--limit", "64", "--quiet"]
+    assert main([*args, "--frechet-features", "mnist_classifier"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["frechet_features"] == "mnist_classifier/flatten"
+    images, _ = samples.load("mnist")
+    model = from_preset("vqvae_mnist")
+    reconstructions = np.clip(model.predict(images[:64], verbose=0), 0, 1)
+    expected = frechet_distance_of_images(images[:64], reconstructions, "mnist_classifier")
+    np.testing.assert_allclose(metrics["frechet_distance"], expected["frechet_distance"], rtol=1e-3)
+    assert metrics["frechet_distance"] > 0 and "fid" not in json.dumps(metrics).lower()
+
+    prior = ["evaluate", "pixelcnn_vqvae_mnist", "--input", "sample:mnist", "--limit", "8"]
+    assert main([*prior, "--frechet-features", "mnist_classifier"]) == 2
+    assert "an autoencoder's reconstructions; 'pixelcnn_vqvae_mnist' holds a PixelCNNPrior" in (
+        capsys.readouterr().err
+    )
 
 
 def test_evaluate_the_priors_of_a_vqvae2(tmp_path, capsys):

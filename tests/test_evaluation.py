@@ -8,10 +8,15 @@ from vqkeras.evaluation import (
     conditional_sample_agreement,
     evaluate_prior,
     evaluate_reconstructions,
+    feature_layer_name,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_of_images,
     reconstruction_metrics,
     ssim_per_image,
 )
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
+from vqkeras.presets import save_to_preset
 
 
 def test_metrics_match_numpy():
@@ -101,3 +106,105 @@ def test_reconstruction_metrics_of_given_reconstructions():
     assert reconstruction_metrics(images, images / 255.0)["ssim"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"shape \(4, 16, 16, 1\)\. Received shape=\(4, 16, 16\)"):
         reconstruction_metrics(images, reconstructions[..., 0])
+
+
+def _random_covariance(rng, width, rank=None):
+    factor = rng.normal(size=(width, rank or width))
+    return factor @ factor.T / width
+
+
+def test_frechet_distance_of_diagonal_covariances_has_its_closed_form():
+    rng = np.random.default_rng(0)
+    mean_a, mean_b = rng.normal(size=5), rng.normal(size=5)
+    var_a, var_b = rng.uniform(0.1, 2.0, 5), rng.uniform(0.1, 2.0, 5)
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    got = frechet_distance(mean_a, np.diag(var_a), mean_b, np.diag(var_b))
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    assert frechet_distance(mean_a, np.diag(var_a), mean_a, np.diag(var_a)) == pytest.approx(
+        0.0, abs=1e-12
+    )
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(1)
+    # Full-rank and rank-deficient covariances (fewer images than features).
+    for rank in (None, 3):
+        cov_a, cov_b = _random_covariance(rng, 6, rank), _random_covariance(rng, 6)
+        mean_a, mean_b = rng.normal(size=6), rng.normal(size=6)
+        root = np.real(linalg.sqrtm(cov_a @ cov_b))
+        expected = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b - 2 * root)
+        got = frechet_distance(mean_a, cov_a, mean_b, cov_b)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+        # A distance: symmetric.
+        np.testing.assert_allclose(frechet_distance(mean_b, cov_b, mean_a, cov_a), got, rtol=1e-8)
+
+
+def test_feature_statistics_are_the_mean_and_unbiased_covariance():
+    features = np.random.default_rng(2).normal(size=(10, 3))
+    mean, covariance = feature_statistics(features)
+    np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(covariance, np.cov(features.T, ddof=1), rtol=1e-12)
+    assert feature_statistics(features[:, :1])[1].shape == (1, 1)
+    with pytest.raises(ValueError, match=r"N >= 2 images. Received shape \(1, 3\)"):
+        feature_statistics(features[:1])
+
+
+def test_frechet_distance_refuses_statistics_of_other_widths():
+    mean, covariance = np.zeros(3), np.eye(3)
+    with pytest.raises(ValueError, match=r"means \(3,\) and \(4,\), covariances \(3, 3\) and"):
+        frechet_distance(mean, covariance, np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match=r"one feature width F.*covariances \(3, 3\) and \(3, 2\)"):
+        frechet_distance(mean, covariance, mean, np.ones((3, 2)))
+
+
+def _classifier(named_features=True):
+    """A tiny classifier of 8x8 grayscale images."""
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(6, activation="relu", name="features")
+            if named_features
+            else keras.layers.Dropout(0.5, name="dropout"),
+            keras.layers.Dense(3, activation="softmax", name="scores"),
+        ],
+        name="tiny",
+    )
+
+
+def test_the_feature_layer_is_named_features_or_the_one_before_the_output():
+    assert feature_layer_name(_classifier()) == "features"
+    # Dropout layers are skipped: the features are those the output layer sees.
+    assert feature_layer_name(_classifier(named_features=False)) == "flatten"
+    lone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")], name="lone")
+    with pytest.raises(ValueError, match=r"'lone' has no layer before its output layer"):
+        feature_layer_name(lone)
+
+
+def test_frechet_distance_of_images_in_a_classifiers_features(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (12, 8, 8, 1)).astype("uint8")
+    classifier = _classifier()
+    result = frechet_distance_of_images(images, images / 255.0, classifier, batch_size=5)
+    assert result["features"] == "tiny/features"
+    assert (result["images"], result["other_images"]) == (12, 12)
+    np.testing.assert_allclose(result["frechet_distance"], 0.0, atol=1e-9)
+
+    # Against NumPy statistics of the layer's outputs, for a preset by name.
+    save_to_preset(classifier, tmp_path / "tiny_preset")
+    noisy = np.clip(images / 255.0 + rng.normal(0, 0.3, images.shape), 0, 1)
+    result = frechet_distance_of_images(images[:10], noisy, str(tmp_path / "tiny_preset"), "conv")
+    assert result["features"] == f"{tmp_path / 'tiny_preset'}/conv"
+    conv = keras.Model(classifier.inputs[0], classifier.get_layer("conv").output)
+    stats = [
+        feature_statistics(to_numpy(conv(x.astype("float32"))).reshape(len(x), -1))
+        for x in (images[:10] / 255.0, noisy)
+    ]
+    np.testing.assert_allclose(
+        result["frechet_distance"], frechet_distance(*stats[0], *stats[1]), rtol=1e-4
+    )
+    assert result["frechet_distance"] > 0.01
+    with pytest.raises(ValueError, match=r"at least 2 images in each set. Received 1 other_images"):
+        frechet_distance_of_images(images, images[:1], classifier)

@@ -3,8 +3,23 @@ import pytest
 from conftest import blob_images, to_numpy
 
 from vqkeras.evaluation import evaluate_reconstructions
-from vqkeras.layers import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
-from vqkeras.models import KLVAE, RQVAE, VAE, VQVAE, VQVAE2, Autoencoder
+from vqkeras.layers import (
+    EMAVectorQuantizer,
+    FiniteScalarQuantizer,
+    GumbelQuantizer,
+    LookupFreeQuantizer,
+    PatchDiscriminator,
+)
+from vqkeras.models import (
+    KLVAE,
+    RQVAE,
+    VAE,
+    VQGAN,
+    VQVAE,
+    VQVAE2,
+    AdversarialKLVAE,
+    Autoencoder,
+)
 from vqkeras.models.factory import (
     FAMILIES,
     build_autoencoder,
@@ -24,6 +39,8 @@ CLASSES = {
     "fsq-vae": VQVAE,
     "lfq-vae": VQVAE,
     "gumbel-vae": VQVAE,
+    "vqgan": VQGAN,
+    "adversarial-klvae": AdversarialKLVAE,
 }
 
 
@@ -49,7 +66,7 @@ def test_each_family_is_built_and_measured(family):
         usages = [metrics["codebook_usage_0"], metrics["codebook_usage_1"]]
         np.testing.assert_allclose(metrics["codebook_usage"], np.mean(usages))
         assert metrics["latent_grid_1"] == [4, 4] and "perplexity" not in metrics
-    elif family in ("vqvae", "ema-vqvae", "lfq-vae", "gumbel-vae"):
+    elif family in ("vqvae", "ema-vqvae", "lfq-vae", "gumbel-vae", "vqgan"):
         assert metrics["bits_per_image"] == 4 * 4 * 4.0
     elif family == "fsq-vae":  # levels (3, 5): 15 codes
         np.testing.assert_allclose(metrics["bits_per_image"], 4 * 4 * np.log2(15))
@@ -90,6 +107,8 @@ def test_the_registry_holds_the_families_in_order_with_their_defaults():
         "fsq-vae",
         "lfq-vae",
         "gumbel-vae",
+        "vqgan",
+        "adversarial-klvae",
     )
     assert {name: family.default_latent_dim for name, family in FAMILIES.items()} == {
         "ae": 4,
@@ -102,6 +121,8 @@ def test_the_registry_holds_the_families_in_order_with_their_defaults():
         "fsq-vae": 4,
         "lfq-vae": 9,
         "gumbel-vae": 64,
+        "vqgan": 64,
+        "adversarial-klvae": 4,
     }
     assert [name for name, family in FAMILIES.items() if family.extra_downsampling] == ["vqvae2"]
     with pytest.raises(TypeError):
@@ -166,3 +187,27 @@ def test_scalar_and_lookup_free_families_take_their_codes_from_num_embeddings():
         build_autoencoder("lfq-vae", (8, 8, 1), channels=(4,), num_embeddings=1)
     with pytest.raises(ValueError, match=r"Every level must be an integer >= 2.*\(4, 1\)"):
         build_autoencoder("fsq-vae", (8, 8, 1), channels=(4,), levels=(4, 1))
+
+
+def test_the_adversarial_families_have_a_discriminator_as_deep_as_their_encoder():
+    model = build_autoencoder(
+        "vqgan",
+        (16, 16, 3),
+        channels=(8, 16),
+        num_embeddings=32,
+        discriminator_start=100,
+        discriminator_weight=0.5,
+    )
+    assert type(model.quantizer) is EMAVectorQuantizer and model.quantizer.num_embeddings == 32
+    assert type(model.discriminator) is PatchDiscriminator
+    assert (model.discriminator.filters, model.discriminator.num_layers) == (8, 2)
+    assert (model.discriminator_start, model.discriminator_weight) == (100, 0.5)
+    assert model.perceptual_loss is None and "perceptual_loss" not in model.loss_names
+    # One logit per latent position.
+    logits = model.discriminator(np.zeros((2, 16, 16, 3), "float32"))
+    assert to_numpy(logits).shape == (2, 4, 4, 1)
+    klvae = build_autoencoder(
+        "adversarial-klvae", (16, 16, 3), channels=(8,), kl_weight=1e-4, discriminator_start=7
+    )
+    assert (klvae.latent_dim, klvae.kl_weight, klvae.discriminator_start) == (4, 1e-4, 7)
+    assert (klvae.discriminator.filters, klvae.discriminator.num_layers) == (8, 1)

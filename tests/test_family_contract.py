@@ -18,7 +18,11 @@ NUM_EMBEDDINGS = 16
 
 
 def small_model(family, channels=1):
-    """16x16 images to 4x4 latent grids (2x2 and 4x4 for "vqvae2")."""
+    """16x16 images to 4x4 latent grids (2x2 and 4x4 for "vqvae2"). The
+    adversarial families train against their discriminator from the first
+    step, with a small weight (at 0.8, the adversarial gradient as large as
+    the reconstruction's, the fit test's few steps lower an L1 loss by less
+    than a third)."""
     return build_autoencoder(
         family,
         (16, 16, channels),
@@ -28,6 +32,7 @@ def small_model(family, channels=1):
         depth=2,
         beta=0.1,
         kl_weight=1e-3,
+        discriminator_weight=0.2,
     )
 
 

@@ -80,7 +80,7 @@ def test_resumed_training_continues_both_optimizers_states(tmp_path):
     straight = run(tmp_path / "straight", 3)
     run(tmp_path / "resumed", 1)
     resumed = run(tmp_path / "resumed", 3)  # a new process would do the same
-    for group, optimizer in resumed.optimizer.optimizers.items():
+    for group, optimizer in resumed.optimizer.group_optimizers.items():
         assert int(optimizer.iterations.numpy()) == 3, group
     for got, want in zip(resumed.get_weights(), straight.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -92,7 +92,7 @@ def test_resumed_training_continues_both_optimizers_states(tmp_path):
 def test_compile_takes_one_optimizer_per_group():
     model = _compiled_model(keras.optimizers.Adam(2e-3))
     assert isinstance(model.optimizer, GroupedOptimizer)
-    generator, critic = model.optimizer.optimizers.values()
+    generator, critic = model.optimizer.optimizers
     # Without critic_optimizer, the critic gets a copy of the main optimizer.
     assert critic is not generator and isinstance(critic, keras.optimizers.Adam)
     assert float(critic.learning_rate) == pytest.approx(2e-3)
@@ -136,7 +136,7 @@ def test_a_keras_file_keeps_every_groups_optimizer(tmp_path):
         tmp_path / "model.keras",
         custom_objects={"GeneratorCritic": GeneratorCritic},
     )
-    generator, critic = loaded.optimizer.optimizers.values()
+    generator, critic = loaded.optimizer.optimizers
     assert isinstance(generator, keras.optimizers.Adam)
     assert isinstance(critic, keras.optimizers.SGD)
     assert float(critic.learning_rate) == pytest.approx(0.3)
@@ -148,7 +148,7 @@ def test_mixed_float16_scales_each_groups_loss_with_its_own_optimizer():
     keras.config.set_dtype_policy("mixed_float16")
     x, target = generator_critic_data()
     model = _compiled_model(keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.05))
-    optimizers = list(model.optimizer.optimizers.values())
+    optimizers = model.optimizer.optimizers
     assert all(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in optimizers)
     before = _weights(model)
     history = model.fit(x, target, batch_size=8, epochs=2, verbose=0)

@@ -39,6 +39,7 @@ def _numpy_distance(model, x, y, preprocess, eps=1e-10):
         ("tf", lambda x: x),
         ("torch", lambda x: ((x + 1) / 2 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]),
         ("caffe", lambda x: (x[..., ::-1] + 1) * 127.5 - [103.939, 116.779, 123.68]),
+        ("unit", lambda x: (x + 1) / 2),
     ],
 )
 def test_distance_matches_numpy(preprocessing, numpy_preprocess):
@@ -110,13 +111,45 @@ def test_from_vgg16_uses_the_lpips_layers():
     assert distance.shape == (2,) and np.all(distance > 0) and np.all(distance <= 4 * 5)
 
 
+def test_from_classifier_compares_its_convolutions_on_the_unit_scale(tmp_path):
+    classifier = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(4, 3, name="c2"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="digits",
+    )
+    from vqkeras.presets import save_to_preset
+
+    save_to_preset(classifier, tmp_path / "digits")
+    loss = PerceptualLoss.from_classifier(str(tmp_path / "digits"))
+    assert loss.layer_names == ("c1", "c2") and loss.preprocessing == "unit"
+    x, y = _images(2, size=8, channels=1, seed=3), _images(2, size=8, channels=1, seed=4)
+    direct = PerceptualLoss(classifier, ["c1", "c2"], preprocessing="unit")
+    np.testing.assert_allclose(to_numpy(loss(x, y)), to_numpy(direct(x, y)), rtol=1e-5)
+    assert PerceptualLoss.from_classifier(classifier, ["c2"]).layer_names == ("c2",)
+    with pytest.raises(ValueError, match=r"'digits' takes images of 8x8 pixels.*\(2, 16, 16, 1\)"):
+        loss(_images(2, size=16, channels=1), _images(2, size=16, channels=1))
+    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="mlp")
+    with pytest.raises(
+        ValueError, match="'mlp' has no Conv2D layer to compare: pass `layer_names`"
+    ):
+        PerceptualLoss.from_classifier(dense_only)
+
+
 def test_bad_arguments_get_clear_errors():
     model = _feature_model()
     with pytest.raises(ValueError, match=r"\['d'\] are not layers of the feature model 'features'"):
         PerceptualLoss(model, ["a", "d"])
     with pytest.raises(ValueError, match=r"at least one layer"):
         PerceptualLoss(model, [])
-    with pytest.raises(ValueError, match=r"preprocessing.*\['tf', 'caffe', 'torch'\].*'vgg'"):
+    with pytest.raises(
+        ValueError, match=r"preprocessing.*\['tf', 'caffe', 'torch', 'unit'\].*'vgg'"
+    ):
         PerceptualLoss(model, ["a"], preprocessing="vgg")
     with pytest.raises(TypeError, match=r"functional Keras model.*Received: <Conv2D"):
         PerceptualLoss(keras.layers.Conv2D(3, 1), ["a"])

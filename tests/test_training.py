@@ -9,6 +9,7 @@ from conftest import blob_images, small_vqvae
 
 import vqkeras
 from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import (
     compile_with_cosine_adam,
     completed_epochs,
@@ -52,6 +53,31 @@ def test_an_interrupted_run_resumes_and_a_finished_run_trains_no_further(tmp_pat
     assert history.epoch == []
     for a, b in zip(resumed.weights, rerun.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_resumed_vqgan_run_restores_both_optimizers_and_its_step_count(tmp_path):
+    images = blob_images(16)
+
+    def compiled_vqgan():
+        model = build_autoencoder("vqgan", (16, 16, 1), channels=(4, 4), latent_dim=4)
+        compile_with_cosine_adam(model, decay_steps=10)
+        return model
+
+    fit_resumable(compiled_vqgan(), images, tmp_path, epochs=1, batch_size=8, verbose=0)
+    resumed = compiled_vqgan()
+    fit_resumable(resumed, images, tmp_path, epochs=2, batch_size=8, verbose=0)
+    # Two epochs of two steps: 2, not 4, had the second session started afresh.
+    optimizers = resumed.optimizer.group_optimizers
+    assert {name: int(o.iterations.numpy()) for name, o in optimizers.items()} == {
+        "generator": 4,
+        "discriminator": 4,
+    }
+    assert int(keras.ops.convert_to_numpy(resumed.train_steps)) == 4
+    # Each optimizer's cosine decay follows its own restored step: 4 of 10.
+    decayed = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 10)))
+    for optimizer in optimizers.values():
+        learning_rate = keras.ops.convert_to_numpy(optimizer.learning_rate)
+        np.testing.assert_allclose(learning_rate, decayed, rtol=1e-5)
 
 
 def test_fit_resumable_needs_a_built_compiled_model(tmp_path):

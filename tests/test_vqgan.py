@@ -80,7 +80,7 @@ def test_fit_lowers_the_reconstruction_loss_and_logs_every_term():
     reconstruction = history.history["reconstruction_loss"]
     assert reconstruction[-1] < 0.9 * reconstruction[0], reconstruction
     # Both optimizers took every step; the step counter agrees.
-    assert [int(o.iterations.numpy()) for o in model.optimizer.optimizers.values()] == [8, 8]
+    assert [int(o.iterations.numpy()) for o in model.optimizer.optimizers] == [8, 8]
     assert int(to_numpy(model.train_steps)) == 8
     # LeCAM's moving averages follow the logits in training.
     assert float(to_numpy(model.lecam_ema_real)) != 0.0
@@ -224,13 +224,31 @@ def test_as_vqvae_is_the_inference_model_without_the_discriminator(tmp_path):
     np.testing.assert_array_equal(
         vqvae.predict(images, verbose=0), model.predict(images, verbose=0)
     )
-    vqvae.save_to_preset(tmp_path / "preset")
+    # A VQGAN's own preset is that VQVAE, under the VQGAN's name.
+    model.save_to_preset(tmp_path / "preset")
     loaded = vqkeras.from_preset(str(tmp_path / "preset"))
     assert type(loaded) is VQVAE and not hasattr(loaded, "discriminator")
+    assert loaded.name == model.name
     np.testing.assert_allclose(
         to_numpy(loaded.decode_indices(model.encode_indices(images))),
         to_numpy(model.decode_indices(model.encode_indices(images))),
         rtol=1e-6,
+    )
+
+
+def test_a_preset_with_the_training_parts_loads_as_the_vqgan(tmp_path):
+    images = blob_images(8)
+    model = _compiled(small_vqgan(discriminator_start=1))
+    model.fit(images, batch_size=8, epochs=2, verbose=0)
+    model.save_to_preset(tmp_path / "preset", training_parts=True)
+    loaded = vqkeras.from_preset(str(tmp_path / "preset"))
+    assert type(loaded) is VQGAN and not loaded.compiled
+    assert int(to_numpy(loaded.train_steps)) == 2
+    for got, want in zip(loaded.discriminator.weights, model.discriminator.weights):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
+    x, y = images[:2] / 255.0, images[2:4] / 255.0
+    np.testing.assert_array_equal(
+        to_numpy(loaded.perceptual_loss(x, y)), to_numpy(model.perceptual_loss(x, y))
     )
 
 

@@ -55,7 +55,7 @@ def augmentation_layers(names, seed=None):
     return layers
 
 
-def augmented_batches(images, batch_size, layers, seed=None):
+def augmented_batches(images, batch_size, layers, seed=None, labels=None):
     """A `tf.data.Dataset` of shuffled, augmented batches of `images`, for `fit`.
 
     Args:
@@ -65,9 +65,12 @@ def augmented_batches(images, batch_size, layers, seed=None):
         layers: random preprocessing layers applied in turn, such as
             `augmentation_layers(...)`; they see float32 images in [0, 1].
         seed: seeds the shuffling (reshuffled every epoch).
+        labels: targets `(N, ...)` that stay with their images (a
+            classifier's), or None for images alone (an autoencoder's).
 
     Returns:
-        Batches of float32 images in [0, 1]: the pixel convention of `fit`.
+        Batches of float32 images in [0, 1] (the pixel convention of
+        `fit`), or `(images, labels)` pairs of batches.
     """
     import tensorflow as tf
 
@@ -85,10 +88,20 @@ def augmented_batches(images, batch_size, layers, seed=None):
         # Interpolation can leave a hair outside [0, 1], where fit's checks draw the line.
         return tf.clip_by_value(batch, 0.0, 1.0)
 
+    if labels is None:
+        dataset, transform = tf.data.Dataset.from_tensor_slices(images), augment
+    else:
+        labels = np.asarray(labels)
+        if len(labels) != len(images):
+            raise ValueError(
+                f"Expected one label per image. Received {len(labels)} labels for "
+                f"{len(images)} images."
+            )
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+        transform = lambda batch, targets: (augment(batch), targets)  # noqa: E731
     return (
-        tf.data.Dataset.from_tensor_slices(images)
-        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )

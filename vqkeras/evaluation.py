@@ -217,3 +217,150 @@ def conditional_sample_agreement(
         "temperature": temperature,
         **({"options": options} if options else {}),
     }
+
+
+# -- Fréchet distance in a classifier's features --------------------------------
+
+
+def feature_layer_name(classifier):
+    """The layer of `classifier` whose outputs are its image features: the
+    one named "features" (the zoo's classifiers name their penultimate
+    layer so), else the last layer before the output layer that is not a
+    `Dropout` (`mnist_classifier`: "flatten")."""
+    names = [layer.name for layer in classifier.layers]
+    if "features" in names:
+        return "features"
+    candidates = [
+        layer.name
+        for layer in classifier.layers[:-1]
+        if not isinstance(layer, (keras.layers.Dropout, keras.layers.InputLayer))
+    ]
+    if not candidates:
+        raise ValueError(
+            f"The classifier '{classifier.name}' has no layer before its output layer to take "
+            f"features from. Its layers: {names}"
+        )
+    return candidates[-1]
+
+
+def image_features(classifier, images, layer_name=None, batch_size=500):
+    """float64 features `(N, F)` of `images` at a layer of `classifier`.
+
+    Args:
+        classifier: a functional or `Sequential` Keras model that takes
+            images on [0, 1] (the zoo's classifiers).
+        images: uint8 in [0, 255] or float in [0, 1], `(N, H, W, C)`.
+        layer_name: the layer (default: `feature_layer_name(classifier)`);
+            its outputs are flattened per image.
+        batch_size: images per forward pass.
+    """
+    layer_name = feature_layer_name(classifier) if layer_name is None else layer_name
+    extractor = keras.Model(classifier.inputs[0], classifier.get_layer(layer_name).output)
+    images = np.asarray(images)
+    scaled = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
+    features = extractor.predict(scaled, batch_size=batch_size, verbose=0)
+    return np.asarray(features, dtype="float64").reshape(len(images), -1)
+
+
+def feature_statistics(features):
+    """Mean `(F,)` and covariance `(F, F)` (unbiased, float64) of features
+    `(N, F)`, N >= 2."""
+    features = np.asarray(features, dtype="float64")
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(
+            "Feature statistics need features of shape (N, F) with N >= 2 images. "
+            f"Received shape {features.shape}."
+        )
+    return features.mean(axis=0), np.cov(features, rowvar=False).reshape(
+        features.shape[1], features.shape[1]
+    )
+
+
+def _psd_square_root(matrix):
+    """The symmetric square root of a symmetric positive semi-definite
+    matrix; eigenvalues below 0 (rounding) count as 0."""
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mean_a, covariance_a, mean_b, covariance_b):
+    """The Fréchet distance between the Gaussians N(mean_a, covariance_a)
+    and N(mean_b, covariance_b):
+
+        ||m_a - m_b||^2 + tr(S_a) + tr(S_b) - 2 tr sqrt(S_a^1/2 S_b S_a^1/2)
+
+    in NumPy, from symmetric eigendecompositions (S_a^1/2 S_b S_a^1/2 is
+    symmetric positive semi-definite, with the eigenvalues of S_a S_b, so
+    no general matrix square root is needed).
+
+    Reference:
+        Dowson and Landau, "The Fréchet distance between multivariate
+        normal distributions", J. Multivariate Analysis, 1982.
+    """
+    mean_a, mean_b = (np.asarray(m, dtype="float64") for m in (mean_a, mean_b))
+    covariance_a, covariance_b = (
+        np.asarray(s, dtype="float64") for s in (covariance_a, covariance_b)
+    )
+    width = mean_a.shape[-1] if mean_a.ndim == 1 else None
+    shapes = [mean_a.shape, mean_b.shape, covariance_a.shape, covariance_b.shape]
+    if width is None or shapes != [(width,), (width,), (width, width), (width, width)]:
+        raise ValueError(
+            "The Fréchet distance needs means (F,) and covariances (F, F) of one feature width F. "
+            f"Received shapes: means {shapes[0]} and {shapes[1]}, covariances {shapes[2]} and "
+            f"{shapes[3]}."
+        )
+    root_a = _psd_square_root(covariance_a)
+    cross = np.linalg.eigvalsh(root_a @ covariance_b @ root_a)
+    trace_root = np.sum(np.sqrt(np.clip(cross, 0.0, None)))
+    distance = (
+        np.sum(np.square(mean_a - mean_b))
+        + np.trace(covariance_a)
+        + np.trace(covariance_b)
+        - 2.0 * trace_root
+    )
+    return float(max(distance, 0.0))  # rounding may take a zero distance below 0
+
+
+def frechet_distance_of_images(images, other_images, classifier, layer_name=None, batch_size=500):
+    """The Fréchet distance between two sets of images (test images and their
+    reconstructions, or samples) in a classifier's features, with its label.
+
+    It is not FID: FID is this distance in ImageNet Inception-v3 features,
+    and figures in other features do not compare with FID's.
+
+    Args:
+        images, other_images: uint8 in [0, 255] or float in [0, 1],
+            `(N, H, W, C)` of the classifier's input size; at least 2 each.
+        classifier: a classifier preset name or folder (e.g.
+            "mnist_classifier"), or a Keras model, taking images on [0, 1].
+        layer_name: its layer whose outputs are the features (default:
+            `feature_layer_name`).
+        batch_size: images per forward pass.
+
+    Returns:
+        A dict: `frechet_distance`, `features` ("<classifier>/<layer>"),
+        `images` and `other_images` (the counts).
+    """
+    if isinstance(classifier, keras.Model):
+        model, label = classifier, classifier.name
+    else:
+        from vqkeras.presets import from_preset
+
+        model, label = from_preset(classifier), str(classifier)
+    layer_name = feature_layer_name(model) if layer_name is None else layer_name
+    for name, array in (("images", images), ("other_images", other_images)):
+        if len(array) < 2:
+            raise ValueError(
+                f"The Fréchet distance needs at least 2 images in each set. Received {len(array)} "
+                f"{name}."
+            )
+    statistics = [
+        feature_statistics(image_features(model, array, layer_name, batch_size))
+        for array in (images, other_images)
+    ]
+    return {
+        "frechet_distance": frechet_distance(*statistics[0], *statistics[1]),
+        "features": f"{label}/{layer_name}",
+        "images": len(images),
+        "other_images": len(other_images),
+    }

@@ -169,7 +169,9 @@ def is_resuming(out_dir):
     return os.path.exists(os.path.join(out_dir, "backup", "training_metadata.json"))
 
 
-def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1):
+def compile_with_cosine_adam(
+    model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1, **compile_kwargs
+):
     """Compiles `model` with Adam and a cosine learning-rate decay.
 
     The learning rate starts at `learning_rate` and falls along a half cosine
@@ -179,11 +181,14 @@ def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fr
     resumed by `fit_resumable` continues it.
 
     Args:
-        model: a vqkeras model, which brings its own losses.
+        model: a vqkeras model, which brings its own losses (or any Keras
+            model, given `compile_kwargs`).
         decay_steps: length of the decay in optimizer steps, e.g.
             `epochs * math.ceil(len(x_train) / batch_size)`.
         learning_rate: the initial learning rate.
         final_fraction: the final learning rate, as a fraction of the initial one.
+        **compile_kwargs: more arguments of `compile`, for a model that
+            brings no losses of its own (a classifier's `loss`, `metrics`).
 
     Example:
 
@@ -201,7 +206,7 @@ def compile_with_cosine_adam(model, decay_steps, *, learning_rate=1e-3, final_fr
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=decay_steps, alpha=final_fraction
     )
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    model.compile(optimizer=keras.optimizers.Adam(schedule), **compile_kwargs)
 
 
 def fit_resumable(
@@ -224,9 +229,10 @@ def fit_resumable(
 
     The model must be built and compiled first, so that the backup has
     variables to restore into. With `augmentation` layers (e.g.
-    `vqkeras.augmentation.augmentation_layers(["flip", "shift"])`), an
-    autoencoder's images `x` are shuffled (seeded by `seed`), batched and
-    augmented in a tf.data pipeline (`vqkeras.augmentation.augmented_batches`).
+    `vqkeras.augmentation.augmentation_layers(["flip", "shift"])`), the
+    images `x` (with their targets `y`, if any: a classifier's labels) are
+    shuffled (seeded by `seed`), batched and augmented in a tf.data pipeline
+    (`vqkeras.augmentation.augmented_batches`).
 
     Returns:
         `(history, timer)`: the `History` of this session and the
@@ -239,12 +245,8 @@ def fit_resumable(
         )
     timer_images = len(x)
     if augmentation is not None:
-        if y is not None:
-            raise ValueError(
-                "augmentation= transforms an autoencoder's images, which are also its targets; "
-                f"received targets y of shape {np.shape(y)} too."
-            )
-        x, batch_size = augmented_batches(x, batch_size, augmentation, seed=seed), None
+        x = augmented_batches(x, batch_size, augmentation, seed=seed, labels=y)
+        y = batch_size = None
     resume = is_resuming(out_dir)
     checkpoint_dir = os.path.join(out_dir, "checkpoints")
     os.makedirs(checkpoint_dir, exist_ok=True)
@@ -419,3 +421,15 @@ def sample_check(model, sample_name):
         "psnr_db": round(psnr, 2),
         "psnr_floor_db": math.floor(psnr - 0.5),
     }
+
+
+def classifier_sample_check(model, sample_name):
+    """The accuracy of a classifier preset's `model` (images on [0, 1]) on a
+    sample shipped in `vqkeras.samples`, and the floor (0.01 below) that the
+    test suite holds the preset to."""
+    from vqkeras import samples
+
+    images, labels = samples.load(sample_name)
+    scores = model.predict(images / 255.0, verbose=0)
+    accuracy = float(np.mean(np.argmax(scores, axis=-1) == labels))
+    return {"sample": sample_name, "accuracy": accuracy, "accuracy_floor": accuracy - 0.01}

@@ -3,9 +3,9 @@ from keras import layers, ops
 
 from vqkeras import validation
 
-# keras.applications.imagenet_utils.preprocess_input's modes, from images on
-# the [-1, 1] scale.
-PREPROCESSING = ("tf", "caffe", "torch")
+# keras.applications.imagenet_utils.preprocess_input's modes, and "unit" for
+# vqkeras's classifiers (images on [0, 1]), from images on the [-1, 1] scale.
+PREPROCESSING = ("tf", "caffe", "torch", "unit")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
 TORCH_RGB_STD = (0.229, 0.224, 0.225)
@@ -49,7 +49,8 @@ class PerceptualLoss(layers.Layer):
     `preprocess_input(x, mode=...)` does from [0, 255]: "tf" keeps [-1, 1],
     "caffe" gives BGR in [0, 255] minus the ImageNet mean (Keras's VGG16 and
     VGG19), "torch" gives RGB in [0, 1] standardised by the ImageNet mean and
-    std. Grayscale images are repeated to three channels when the network
+    std, "unit" gives [0, 1] (the classifiers of the zoo, such as
+    `mnist_classifier`). Grayscale images are repeated to three channels when the network
     takes three.
 
     Args:
@@ -58,7 +59,7 @@ class PerceptualLoss(layers.Layer):
             `Sequential` model with a known input shape.
         layer_names: names of the layers of `feature_model` whose outputs
             are compared.
-        preprocessing: "tf", "caffe" or "torch", see above.
+        preprocessing: "tf", "caffe", "torch" or "unit", see above.
         epsilon: added to the channel norms before dividing.
         **kwargs: base layer keyword arguments.
 
@@ -136,6 +137,35 @@ class PerceptualLoss(layers.Layer):
         )
         return cls(vgg16, layer_names, preprocessing="caffe", **kwargs)
 
+    @classmethod
+    def from_classifier(cls, classifier, layer_names=None, **kwargs):
+        """A distance in the features of an image classifier that takes
+        images on [0, 1], such as the zoo's `mnist_classifier`: the offline
+        choice where ImageNet's VGG16 cannot be downloaded or does not suit
+        the images (digits).
+
+        Args:
+            classifier: a preset name or folder (loaded with
+                `vqkeras.from_preset`), or a functional Keras model.
+            layer_names: the layers compared (default: every `Conv2D`
+                layer, in order).
+            **kwargs: other `PerceptualLoss` arguments (`epsilon`, `name`).
+        """
+        if not isinstance(classifier, keras.Model):
+            from vqkeras.presets import from_preset
+
+            classifier = from_preset(classifier)
+        if layer_names is None:
+            layer_names = [
+                layer.name for layer in classifier.layers if isinstance(layer, layers.Conv2D)
+            ]
+            if not layer_names:
+                raise ValueError(
+                    f"The classifier '{classifier.name}' has no Conv2D layer to compare: "
+                    "pass `layer_names`."
+                )
+        return cls(classifier, layer_names, preprocessing="unit", **kwargs)
+
     def build(self, x_shape, y_shape=None):
         # The extractor is a functional model: built when created.
         pass
@@ -151,6 +181,8 @@ class PerceptualLoss(layers.Layer):
             mean = ops.convert_to_tensor(TORCH_RGB_MEAN, "float32")
             std = ops.convert_to_tensor(TORCH_RGB_STD, "float32")
             x = ((x + 1.0) / 2.0 - mean) / std
+        elif self.preprocessing == "unit":
+            x = (x + 1.0) / 2.0
         return ops.cast(x, self.extractor.compute_dtype)
 
     def _unit_features(self, images):
@@ -169,6 +201,12 @@ class PerceptualLoss(layers.Layer):
             raise ValueError(
                 "PerceptualLoss compares images of the same shape. "
                 f"Received shapes {tuple(x.shape)} and {tuple(y.shape)}."
+            )
+        size = tuple(self.extractor.inputs[0].shape[1:3])
+        if any(s is not None and r is not None and s != r for s, r in zip(size, x.shape[1:3])):
+            raise ValueError(
+                f"The feature model '{self.extractor.name}' takes images of {size[0]}x{size[1]} "
+                f"pixels. Received images of shape {tuple(x.shape)}."
             )
         distance = 0.0
         for fx, fy in zip(self._unit_features(x), self._unit_features(y)):

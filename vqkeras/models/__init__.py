@@ -1,5 +1,6 @@
 """Models of vqkeras: keras.Model subclasses that train with compile + fit."""
 
+from vqkeras.models.adversarial_klvae import AdversarialKLVAE
 from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.models.code_prior import CodePrior
@@ -15,6 +16,7 @@ from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
 
 __all__ = [
+    "AdversarialKLVAE",
     "Autoencoder",
     "AutoencoderModel",
     "CodePrior",

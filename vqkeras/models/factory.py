@@ -30,14 +30,17 @@ from vqkeras.layers import (
     FiniteScalarQuantizer,
     GumbelQuantizer,
     LookupFreeQuantizer,
+    PatchDiscriminator,
     ResidualVectorQuantizer,
     VectorQuantizer,
 )
 from vqkeras.layers.finite_scalar_quantizer import check_levels
+from vqkeras.models.adversarial_klvae import AdversarialKLVAE
 from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.klvae import KLVAE
 from vqkeras.models.rqvae import RQVAE
 from vqkeras.models.vae import VAE
+from vqkeras.models.vqgan import VQGAN
 from vqkeras.models.vqvae import VQVAE
 from vqkeras.models.vqvae2 import VQVAE2
 
@@ -65,6 +68,11 @@ _REGISTRY = {}
 FAMILIES = types.MappingProxyType(_REGISTRY)
 """The registered families, read-only: name -> `Family`. It follows the
 registry, so a family registered later appears here too."""
+
+
+# The families trained against a discriminator, which take `discriminator_start`,
+# `discriminator_weight` and `perceptual_loss`.
+ADVERSARIAL_FAMILIES = ("vqgan", "adversarial-klvae")
 
 
 def register_family(name, *, default_latent_dim, extra_downsampling=0):
@@ -125,6 +133,9 @@ class FamilyParts:
     kl_weight: float
     seed: int
     name: str
+    discriminator_start: int
+    discriminator_weight: float
+    perceptual_loss: object
     decoder: ConvDecoder
 
     @property
@@ -140,6 +151,21 @@ class FamilyParts:
         the model's) stride-2 convolutions."""
         channels = self.channels if channels is None else channels
         return ConvEncoder(latent_channels, channels=channels, **self.residual_blocks)
+
+    def adversarial_options(self):
+        """The adversarial arguments of `VQGAN` and `AdversarialKLVAE`: a
+        `PatchDiscriminator` of as many stride-2 layers as the encoder,
+        starting from its first channels (its logits come on the latent
+        grid), `discriminator_weight`, `discriminator_start` and
+        `perceptual_loss`."""
+        return {
+            "discriminator": PatchDiscriminator(
+                filters=self.channels[0], num_layers=len(self.channels)
+            ),
+            "perceptual_loss": self.perceptual_loss,
+            "discriminator_weight": self.discriminator_weight,
+            "discriminator_start": self.discriminator_start,
+        }
 
     def ema_quantizer(self, embedding_dim, seed=None):
         """An `EMAVectorQuantizer` of `num_embeddings` codes with dead-code
@@ -275,6 +301,27 @@ def _gumbel_vae(parts):
     return VQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
 
 
+@register_family("vqgan", default_latent_dim=64)
+def _vqgan(parts):
+    """`VQGAN`: the "ema-vqvae" model with `parts.adversarial_options()`."""
+    encoder = parts.encoder(parts.latent_dim)
+    quantizer = parts.ema_quantizer(parts.latent_dim)
+    return VQGAN(encoder, parts.decoder, quantizer, **parts.adversarial_options(), name=parts.name)
+
+
+@register_family("adversarial-klvae", default_latent_dim=4)
+def _adversarial_klvae(parts):
+    """`AdversarialKLVAE`: the "klvae" model with `parts.adversarial_options()`."""
+    encoder = parts.encoder(2 * parts.latent_dim)
+    return AdversarialKLVAE(
+        encoder,
+        parts.decoder,
+        **parts.adversarial_options(),
+        kl_weight=parts.kl_weight,
+        name=parts.name,
+    )
+
+
 def build_autoencoder(
     family,
     image_shape,
@@ -289,6 +336,9 @@ def build_autoencoder(
     beta=1.0,
     kl_weight=1e-6,
     seed=0,
+    discriminator_start=0,
+    discriminator_weight=0.8,
+    perceptual_loss=None,
     name=None,
 ):
     """A built, uncompiled autoencoder of `family` for images of `image_shape`.
@@ -297,6 +347,8 @@ def build_autoencoder(
         family: a name of `FAMILIES`: "ae" (`Autoencoder`), "vae" (`VAE`),
             "klvae" (`KLVAE`), "vqvae" (`VQVAE`, gradient codebook),
             "ema-vqvae" (`VQVAE`, EMA codebook with dead-code restarts),
+            "vqgan" (`VQGAN`: "ema-vqvae" with a `PatchDiscriminator`),
+            "adversarial-klvae" (`AdversarialKLVAE`: "klvae" with one),
             "rqvae" (`RQVAE`, EMA codebooks per level), "vqvae2" (`VQVAE2`,
             EMA codebooks; the top grid is half the bottom one's size),
             "fsq-vae" (`VQVAE`, `FiniteScalarQuantizer`), "lfq-vae"
@@ -323,8 +375,17 @@ def build_autoencoder(
             from `num_embeddings`).
         depth: quantization levels of "rqvae".
         beta: KL weight of "vae".
-        kl_weight: KL weight of "klvae".
+        kl_weight: KL weight of "klvae" and "adversarial-klvae".
         seed: seed of the codebook initialization and restarts.
+        discriminator_start: the adversarial families ("vqgan",
+            "adversarial-klvae"): training steps before the adversarial
+            terms count.
+        discriminator_weight: the adversarial families: factor of the
+            adaptive weight of the autoencoder's adversarial term (0: the
+            discriminator trains, the autoencoder ignores it).
+        perceptual_loss: the adversarial families: a `PerceptualLoss` (e.g.
+            `PerceptualLoss.from_classifier("mnist_classifier")`), or None
+            for none.
         name: model name (default: the family, "-" replaced by "_").
     """
     if family not in FAMILIES:
@@ -358,6 +419,9 @@ def build_autoencoder(
         kl_weight=kl_weight,
         seed=seed,
         name=name or family.replace("-", "_"),
+        discriminator_start=discriminator_start,
+        discriminator_weight=discriminator_weight,
+        perceptual_loss=perceptual_loss,
         decoder=ConvDecoder(
             image_shape[-1],
             channels=channels[::-1],

@@ -23,7 +23,8 @@ class KLVAE(VAE):
       pixel value`: the ratio of the two terms is latent diffusion's (which
       sums its per-pixel reconstruction loss over the image). Unlike latent
       diffusion, the reconstruction loss is plain MSE: no L1, perceptual
-      (LPIPS) or adversarial terms, and no learned output log-variance.
+      (LPIPS) or adversarial terms (`AdversarialKLVAE` adds them), and no
+      learned output log-variance.
     - `scaling_factor` (default 1.0) rescales latents for a diffusion model
       trained on them, so that they have unit standard deviation:
       `compute_scaling_factor(images)` measures 1 / std of posterior samples

@@ -122,7 +122,7 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
         groups = self.optimizer_groups
         if len(groups) == 1:
             return [(self.optimizer, self.trainable_variables, groups[0].loss_names)]
-        optimizers = self.optimizer.optimizers.values()
+        optimizers = self.optimizer.optimizers
         variables = group_variables(self, groups)
         return [(o, v, g.loss_names) for o, v, g in zip(optimizers, variables, groups)]
 

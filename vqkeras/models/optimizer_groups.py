@@ -87,13 +87,19 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
     callbacks read and set). The backend trainers apply each inner optimizer
     to its own group's gradients; `apply` on the whole is not defined.
 
+    Attributes:
+        group_optimizers: the dict from group name to optimizer.
+        optimizers: the optimizers, in group order: a list, as Keras's
+            callbacks expect of an optimizer that holds several (TensorBoard
+            logs each one's learning rate).
+
     Args:
         optimizers: a dict from group name to optimizer, in group order.
     """
 
     def __init__(self, optimizers, name="grouped_optimizer", **kwargs):
         super().__init__(learning_rate=0.0, name=name, **kwargs)
-        self.optimizers = {
+        self.group_optimizers = {
             group: keras.optimizers.get(optimizer) for group, optimizer in optimizers.items()
         }
         self._group_variables_fn = None
@@ -112,7 +118,7 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
                 (mixed_float16): each group's loss gets its own scale.
         """
         if isinstance(optimizer, cls):
-            optimizer, *rest = optimizer.optimizers.values()
+            optimizer, *rest = optimizer.optimizers
             group_optimizers = dict(zip(group_optimizers, rest))
         main = keras.optimizers.get(optimizer)
         optimizers = {groups[0].name: main}
@@ -142,18 +148,22 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
                 "A GroupedOptimizer is built by the model that compiled it, which tells it "
                 "each group's variables."
             )
-        for optimizer, variables in zip(self.optimizers.values(), self._group_variables_fn()):
+        for optimizer, variables in zip(self.optimizers, self._group_variables_fn()):
             if not optimizer.built:
                 optimizer.build(variables)
         super().build(var_list)
 
     @property
+    def optimizers(self):
+        return list(self.group_optimizers.values())
+
+    @property
     def variables(self):
-        return [v for optimizer in self.optimizers.values() for v in optimizer.variables]
+        return [v for optimizer in self.optimizers for v in optimizer.variables]
 
     @property
     def main(self):
-        return next(iter(self.optimizers.values()))
+        return self.optimizers[0]
 
     @property
     def iterations(self):
@@ -166,7 +176,7 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
     @learning_rate.setter
     def learning_rate(self, learning_rate):
         # The base class sets it to 0.0 while the inner optimizers do not exist yet.
-        if "optimizers" in self.__dict__:
+        if "group_optimizers" in self.__dict__:
             self.main.learning_rate = learning_rate
 
     def apply(self, grads, trainable_variables=None):
@@ -180,7 +190,7 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
             "name": self.name,
             "optimizers": {
                 group: keras.saving.serialize_keras_object(optimizer)
-                for group, optimizer in self.optimizers.items()
+                for group, optimizer in self.group_optimizers.items()
             },
         }
 

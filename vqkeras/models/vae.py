@@ -72,6 +72,9 @@ class VAE(AutoencoderModel):
         Constrained Variational Framework", 2017.
     """
 
+    # Sublayers serialized in the config (a subclass adds its own).
+    SUBLAYER_NAMES = ("encoder", "decoder", "sampler")
+
     def __init__(self, encoder, decoder, beta=1.0, sampler=None, **kwargs):
         check_encoder_decoder(encoder, decoder)
         if sampler is None:
@@ -168,7 +171,7 @@ class VAE(AutoencoderModel):
         config.update(
             {
                 name: keras.saving.serialize_keras_object(getattr(self, name))
-                for name in ("encoder", "decoder", "sampler")
+                for name in self.SUBLAYER_NAMES
             }
         )
         config["beta"] = self.beta
@@ -177,6 +180,7 @@ class VAE(AutoencoderModel):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for name in ("encoder", "decoder", "sampler"):
-            config[name] = keras.saving.deserialize_keras_object(config[name])
+        for name in cls.SUBLAYER_NAMES:
+            if config.get(name) is not None:  # optional sublayers of subclasses
+                config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
