@@ -101,6 +101,16 @@ def _positive_int(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
 def _channel_list(text):
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -423,6 +433,20 @@ def build_parser():
     training.add_argument("--beta", type=float, default=1.0, help="vae KL weight (default: 1)")
     training.add_argument(
         "--kl-weight", type=float, default=1e-6, help="klvae KL weight (default: 1e-6)"
+    )
+    training.add_argument(
+        "--gumbel-temperature",
+        type=_positive_float,
+        nargs=2,
+        metavar=("START", "END"),
+        help="gumbel-vae: temperatures of the first step and of the end of the anneal "
+        "(default: 1 0.0625)",
+    )
+    training.add_argument(
+        "--gumbel-anneal-epochs",
+        type=_positive_int,
+        metavar="EPOCHS",
+        help="gumbel-vae: epochs of the exponential anneal (default: --epochs)",
     )
     training.add_argument(
         "--discriminator-start",

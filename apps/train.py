@@ -33,6 +33,12 @@ the klvae model the same way (latent diffusion's AutoencoderKL recipe):
 loss in the features of a classifier preset (none by default). Their presets
 hold the inference VQVAE or KLVAE only, without the discriminator.
 
+--family gumbel-vae anneals its Gumbel-softmax temperature exponentially per
+step from --gumbel-temperature START to END (default 1 to 1/16, DALL-E's
+range) over --gumbel-anneal-epochs (default: --epochs; recorded, so that a
+resumed run keeps its schedule), then holds it
+(`vqkeras.callbacks.GumbelTemperatureSchedule`).
+
 --augment flips and shifts the training images at random (Keras's
 preprocessing layers in the tf.data input pipeline, on every backend; see
 `vqkeras.augmentation`); `--augment shift` for digits and text, which flips
@@ -54,6 +60,7 @@ from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images
 from vqkeras.apps.outputs import describe_input
 from vqkeras.augmentation import augmentation_layers
+from vqkeras.callbacks import GumbelTemperatureSchedule
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.layers import PerceptualLoss
@@ -65,6 +72,8 @@ GRID_IMAGES = 16
 GRID_COLUMNS = 8
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "quiet", "debug", "run")
+# DALL-E's Gumbel-softmax temperatures, first and last.
+GUMBEL_TEMPERATURES = (1.0, 1.0 / 16)
 
 
 class ReconstructionGrid(keras.callbacks.Callback):
@@ -160,11 +169,51 @@ def _adversarial_settings(args):
     }
 
 
+def _gumbel_settings(args):
+    """Checks the Gumbel options; for --family gumbel-vae, resolves the
+    length of the anneal (default: --epochs), which run.json then records."""
+    if args.family != "gumbel-vae":
+        if args.gumbel_temperature is not None or args.gumbel_anneal_epochs is not None:
+            raise ValueError(
+                "--gumbel-temperature and --gumbel-anneal-epochs apply to --family gumbel-vae. "
+                f"Received: --family {args.family}."
+            )
+        return
+    if args.gumbel_temperature is None:
+        args.gumbel_temperature = list(GUMBEL_TEMPERATURES)
+    if args.gumbel_anneal_epochs is None:
+        args.gumbel_anneal_epochs = args.epochs
+
+
+def _gumbel_schedule(args, train_images):
+    """The temperature schedule of --family gumbel-vae (None for the others)."""
+    if args.family != "gumbel-vae":
+        return None
+    steps_per_epoch = -(-train_images // args.batch_size)
+    start, end = args.gumbel_temperature
+    return GumbelTemperatureSchedule(
+        args.gumbel_anneal_epochs * steps_per_epoch,
+        initial_temperature=start,
+        final_temperature=end,
+    )
+
+
+def _gumbel_card(args):
+    """The temperature schedule, for a Gumbel model's card."""
+    if args.family != "gumbel-vae":
+        return {}
+    return {
+        "gumbel_temperature": args.gumbel_temperature,
+        "gumbel_anneal_epochs": args.gumbel_anneal_epochs,
+    }
+
+
 def run(args):
     if not 0 < args.validation_fraction < 1:
         raise ValueError(
             f"--validation-fraction must be in (0, 1). Received: {args.validation_fraction}."
         )
+    _gumbel_settings(args)
     _check_out_folder(args.out, _settings(args))
     devices = _device_count(args)
     inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
@@ -234,6 +283,7 @@ def run(args):
                 "devices": devices,
                 "augmentation": args.augment,
                 **_adversarial_settings(args),
+                **_gumbel_card(args),
             },
             "metrics": trained.evaluation,
         }
@@ -255,6 +305,7 @@ def run(args):
         callbacks=[
             keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
             ReconstructionGrid(x_val_even[:grid_images], os.path.join(args.out, "reconstructions")),
+            *filter(None, [_gumbel_schedule(args, len(x_train_even))]),
         ],
         verbose=0 if args.quiet else 2,
         augmentation=augmentation_layers(args.augment, seed=args.seed) if args.augment else None,

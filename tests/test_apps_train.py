@@ -228,3 +228,29 @@ def test_train_distribute_on_two_devices(tmp_path, family):
     assert summary["train_images"] == 18 and summary["validation"]["images"] == 2
     model = vqkeras.from_preset(out / "preset")
     assert model.num_embeddings == 16
+
+
+def test_train_anneals_the_gumbel_temperature_and_keeps_the_schedule(data, tmp_path, capsys):
+    out = tmp_path / "gumbel"
+    arguments = ["train", "--family", "gumbel-vae", "--data", data, "--out", str(out)]
+    sizes = ["--channels", "8", "--latent-dim", "4", "--num-embeddings", "16", "--batch-size", "9"]
+    gumbel = ["--gumbel-temperature", "2", "0.5", "--gumbel-anneal-epochs", "4"]
+    assert main([*arguments, *sizes, *gumbel, "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    # 18 training images in batches of 9: 2 steps per epoch, 8 to anneal from 2 to 0.5.
+    # The preset keeps the temperature of the last step run, step 1.
+    preset = vqkeras.from_preset(str(out / "preset"))
+    expected = 2.0 * (0.5 / 2.0) ** (1 / 8)
+    temperature = keras.ops.convert_to_numpy(preset.quantizer.temperature)
+    np.testing.assert_allclose(temperature, expected, rtol=1e-6)
+    metadata = json.loads((out / "preset" / "metadata.json").read_text())
+    assert metadata["training"]["gumbel_temperature"] == [2.0, 0.5]
+    # Resumed with more epochs, the anneal keeps its length: step 3 of 8.
+    assert main([*arguments, *sizes, *gumbel, "--epochs", "2", "--quiet"]) == 0
+    preset = vqkeras.from_preset(str(out / "preset"))
+    expected = 2.0 * (0.5 / 2.0) ** (3 / 8)
+    temperature = keras.ops.convert_to_numpy(preset.quantizer.temperature)
+    np.testing.assert_allclose(temperature, expected, rtol=1e-6)
+    # Other families refuse the options.
+    assert train(data, tmp_path / "other", "--gumbel-anneal-epochs", "2") == 2
+    assert "apply to --family gumbel-vae. Received: --family ema-vqvae" in capsys.readouterr().err
