@@ -122,12 +122,28 @@ def test_compile_with_cosine_adam_decays_along_a_cosine_to_the_final_fraction():
     np.testing.assert_allclose(learning_rate_at(model, 10), 1e-4, rtol=1e-5)
 
 
+def test_compile_with_cosine_adam_gives_a_discriminator_its_own_learning_rate():
+    model = build_autoencoder("vqgan", (16, 16, 1), latent_dim=4, channels=(4, 8), num_embeddings=8)
+    compile_with_cosine_adam(
+        model, 100, learning_rate=1e-3, betas=(0.5, 0.9), discriminator_learning_rate=4e-4
+    )
+    generator, discriminator = model.optimizer.optimizers
+    for optimizer, rate in ((generator, 1e-3), (discriminator, 4e-4)):
+        assert (optimizer.beta_1, optimizer.beta_2) == (0.5, 0.9)
+        optimizer.iterations.assign(50)
+        halfway = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        np.testing.assert_allclose(halfway, rate * (0.1 + 0.9 * 0.5), rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"decay_steps": 0}, "decay_steps"),
         ({"learning_rate": 0.0}, r"learning_rate` must be in \(0.0, inf\)"),
         ({"final_fraction": 1.5}, r"final_fraction` must be in \[0.0, 1.0\]"),
+        ({"betas": (0.9,)}, r"`betas` must be a pair \(beta_1, beta_2\). Received: betas=\(0.9,\)"),
+        ({"betas": (0.9, 1.0)}, r"beta_2` must be in \[0.0, 1.0\)"),
+        ({"discriminator_learning_rate": 1e-4}, "optimizer groups are"),
     ],
 )
 def test_compile_with_cosine_adam_checks_its_arguments(kwargs, match):

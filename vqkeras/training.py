@@ -169,15 +169,44 @@ def is_resuming(out_dir):
     return os.path.exists(os.path.join(out_dir, "backup", "training_metadata.json"))
 
 
+def cosine_adam(decay_steps, *, learning_rate=1e-3, final_fraction=0.1, betas=(0.9, 0.999)):
+    """Adam whose learning rate falls along a half cosine from `learning_rate`
+    to `learning_rate * final_fraction` over `decay_steps` optimizer steps,
+    where it stays (`keras.optimizers.schedules.CosineDecay` with
+    `alpha=final_fraction`). `betas` are Adam's `(beta_1, beta_2)`: GANs
+    train with (0.5, 0.9), as taming-transformers' VQGAN."""
+    decay_steps = validation.positive_int("decay_steps", decay_steps)
+    learning_rate = validation.float_in_range(
+        "learning_rate", learning_rate, 0.0, float("inf"), low_inclusive=False, high_inclusive=False
+    )
+    final_fraction = validation.float_in_range("final_fraction", final_fraction, 0.0, 1.0)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"`betas` must be a pair (beta_1, beta_2). Received: betas={betas!r}.")
+    beta_1, beta_2 = (
+        validation.float_in_range(name, beta, 0.0, 1.0, high_inclusive=False)
+        for name, beta in zip(("beta_1", "beta_2"), betas)
+    )
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=decay_steps, alpha=final_fraction
+    )
+    return keras.optimizers.Adam(schedule, beta_1=beta_1, beta_2=beta_2)
+
+
 def compile_with_cosine_adam(
-    model, decay_steps, *, learning_rate=1e-3, final_fraction=0.1, **compile_kwargs
+    model,
+    decay_steps,
+    *,
+    learning_rate=1e-3,
+    final_fraction=0.1,
+    betas=(0.9, 0.999),
+    discriminator_learning_rate=None,
+    **compile_kwargs,
 ):
-    """Compiles `model` with Adam and a cosine learning-rate decay.
+    """Compiles `model` with Adam and a cosine learning-rate decay (`cosine_adam`).
 
     The learning rate starts at `learning_rate` and falls along a half cosine
     to `learning_rate * final_fraction` after `decay_steps` optimizer steps,
-    where it stays (`keras.optimizers.schedules.CosineDecay` with
-    `alpha=final_fraction`). The schedule reads the optimizer's step, so a run
+    where it stays. The schedule reads the optimizer's step, so a run
     resumed by `fit_resumable` continues it.
 
     Args:
@@ -187,6 +216,11 @@ def compile_with_cosine_adam(
             `epochs * math.ceil(len(x_train) / batch_size)`.
         learning_rate: the initial learning rate.
         final_fraction: the final learning rate, as a fraction of the initial one.
+        betas: Adam's `(beta_1, beta_2)`, for every optimizer.
+        discriminator_learning_rate: for a model trained against a
+            discriminator (`VQGAN`, `AdversarialKLVAE`): the initial learning
+            rate of the discriminator's own Adam, with the same decay. None:
+            the discriminator's optimizer is a copy of the autoencoder's.
         **compile_kwargs: more arguments of `compile`, for a model that
             brings no losses of its own (a classifier's `loss`, `metrics`).
 
@@ -198,15 +232,19 @@ def compile_with_cosine_adam(
     model.fit(x_train, epochs=10, batch_size=128)
     ```
     """
-    decay_steps = validation.positive_int("decay_steps", decay_steps)
-    learning_rate = validation.float_in_range(
-        "learning_rate", learning_rate, 0.0, float("inf"), low_inclusive=False, high_inclusive=False
-    )
-    final_fraction = validation.float_in_range("final_fraction", final_fraction, 0.0, 1.0)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=decay_steps, alpha=final_fraction
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule), **compile_kwargs)
+    schedule = {"decay_steps": decay_steps, "final_fraction": final_fraction, "betas": betas}
+    if discriminator_learning_rate is not None:
+        groups = [group.name for group in getattr(model, "optimizer_groups", ())]
+        if "discriminator" not in groups:
+            raise ValueError(
+                "`discriminator_learning_rate` applies to a model trained against a "
+                f"discriminator (VQGAN, AdversarialKLVAE). Received a {type(model).__name__} "
+                f"whose optimizer groups are {groups or 'none'}."
+            )
+        compile_kwargs["discriminator_optimizer"] = cosine_adam(
+            learning_rate=discriminator_learning_rate, **schedule
+        )
+    model.compile(optimizer=cosine_adam(learning_rate=learning_rate, **schedule), **compile_kwargs)
 
 
 def fit_resumable(
@@ -312,6 +350,8 @@ def train_and_evaluate(
     schedule_epochs=None,
     learning_rate=1e-3,
     final_fraction=0.1,
+    betas=(0.9, 0.999),
+    discriminator_learning_rate=None,
     validation_data=None,
     time_limit_minutes=None,
     distribute=False,
@@ -352,6 +392,10 @@ def train_and_evaluate(
             (default: `epochs`), to reproduce a run that stopped early.
         learning_rate: initial learning rate of `compile_with_cosine_adam`.
         final_fraction: the final learning rate, as a fraction of the initial one.
+        betas: Adam's `(beta_1, beta_2)`.
+        discriminator_learning_rate: the initial learning rate of the
+            discriminator's optimizer of an adversarial model (None: a copy
+            of the autoencoder's; see `compile_with_cosine_adam`).
         validation_data: evaluated after each epoch, as in `fit`.
         time_limit_minutes: stop after the epoch that passes this much
             training time in this session (None: no limit).
@@ -381,6 +425,8 @@ def train_and_evaluate(
             schedule_epochs * math.ceil(len(x) / batch_size),
             learning_rate=learning_rate,
             final_fraction=final_fraction,
+            betas=betas,
+            discriminator_learning_rate=discriminator_learning_rate,
         )
         start = time.perf_counter()
         history, timer = fit_resumable(
