@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -44,10 +45,12 @@ def test_the_recipe_writes_its_metrics_and_preset_and_refuses_a_foreign_preset(
     assert json.loads(printed[printed.rindex("\n{\n") :]) == metrics  # printed last
     assert sorted(metrics) == sorted(
         [
-            "backend", "batch_size", "channels", "depth", "epochs", "epochs_planned", "family",
-            "fit_time_this_session_s", "image_shape", "images_per_second",
-            "images_per_second_per_epoch", "keras_version", "kl_weight", "latent_dim", "name",
-            "num_embeddings", "num_residual_blocks", "parameters", "residual_channels", "sample",
+            "backend", "batch_size", "betas", "channels", "depth", "discriminator_learning_rate",
+            "discriminator_start", "discriminator_weight", "epochs", "epochs_planned", "family",
+            "fit_time_this_session_s", "frechet_features", "image_shape", "images_per_second",
+            "images_per_second_per_epoch", "init_from", "keras_version", "kl_weight",
+            "latent_dim", "learning_rate", "name", "num_embeddings", "num_residual_blocks",
+            "parameters", "perceptual_features", "residual_channels", "sample",
             "scaling_factor", "schedule_epochs", "seed", "test", "train_images",
             "training_time_s", "training_time_without_validation_s", "validation_images",
             "vqkeras_version",
@@ -73,3 +76,53 @@ def test_the_recipe_writes_its_metrics_and_preset_and_refuses_a_foreign_preset(
     with pytest.raises(FileExistsError, match="no earlier run"):
         main(RECIPE, "tiny", ["--data", data, "--out", str(other), "--epochs", "1"])
     assert sorted(p.name for p in other.iterdir()) == ["preset"]
+
+
+# A VQGAN recipe started from a trained VQ-VAE preset, with a perceptual loss
+# and the Fréchet distance in the shipped `mnist_classifier`'s features.
+VQGAN_RECIPE = dataclasses.replace(
+    RECIPE,
+    name="tiny_vqgan",
+    family="vqgan",
+    latent_dim=4,
+    kl_weight=None,
+    num_embeddings=8,
+    betas=(0.5, 0.9),
+    perceptual_features="mnist_classifier",
+    discriminator_learning_rate=3e-4,
+    frechet_features="mnist_classifier",
+)
+
+
+@pytest.mark.slow
+def test_an_adversarial_recipe_starts_from_a_preset_and_reports_frechet_distances(data, tmp_path):
+    vqvae_recipe = dataclasses.replace(VQGAN_RECIPE, name="tiny_vqvae", family="ema-vqvae")
+    vqvae_recipe = dataclasses.replace(
+        vqvae_recipe, perceptual_features=None, discriminator_learning_rate=None
+    )
+    arguments = ["--data", data, "--epochs", "1", "--batch-size", "8"]
+    main(vqvae_recipe, "tiny", [*arguments, "--out", str(tmp_path / "vqvae")])
+    start = vqkeras.from_preset(tmp_path / "vqvae" / "preset")
+
+    recipe = dataclasses.replace(VQGAN_RECIPE, init_from=str(tmp_path / "vqvae" / "preset"))
+    model = autoencoder_recipe.build_model(recipe, seed=0)
+    for part in ("encoder", "quantizer", "decoder"):
+        for started, trained in zip(getattr(model, part).weights, getattr(start, part).weights):
+            np.testing.assert_array_equal(np.asarray(started), np.asarray(trained))
+
+    out = tmp_path / "vqgan"
+    main(recipe, "tiny", [*arguments, "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["frechet_features"] == "mnist_classifier/flatten"
+    assert test["frechet_distance"] >= 0 and test[f"{recipe.init_from}_frechet_distance"] >= 0
+    assert metrics["betas"] == [0.5, 0.9] and metrics["discriminator_learning_rate"] == 3e-4
+    # The preset is the inference VQ-VAE: no discriminator.
+    assert type(vqkeras.from_preset(out / "preset")).__name__ == "VQVAE"
+
+
+def test_starting_from_a_preset_of_another_architecture_names_the_part(data, tmp_path):
+    main(RECIPE, "tiny", ["--data", data, "--out", str(tmp_path / "kl"), "--epochs", "1"])
+    wider = dataclasses.replace(RECIPE, channels=(4, 16), init_from=str(tmp_path / "kl/preset"))
+    with pytest.raises(ValueError, match="their encoders differ"):
+        autoencoder_recipe.build_model(wider, seed=0)

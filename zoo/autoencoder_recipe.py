@@ -38,7 +38,9 @@ import os
 import keras
 
 import vqkeras
-from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.apps.models import reconstruct
+from vqkeras.evaluation import evaluate_reconstructions, frechet_distance_of_images
+from vqkeras.layers import PerceptualLoss
 from vqkeras.models import KLVAE
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import load_npz_splits, sample_check, train_and_evaluate
@@ -69,6 +71,24 @@ class AutoencoderRecipe:
         num_embeddings: codebook size K of a VQ family.
         kl_weight: the KL weight of a KL-VAE.
         depth: quantization levels of an RQ-VAE.
+        learning_rate: the initial learning rate of the cosine decay.
+        betas: Adam's `(beta_1, beta_2)`.
+        init_from: a preset (name or folder) of the same architecture whose
+            encoder, quantizer and decoder weights start the training (a
+            VQGAN fine-tuned from a VQ-VAE); None: a fresh initialization.
+        perceptual_features: an adversarial family's perceptual loss: the
+            classifier preset whose convolutions it compares
+            (`PerceptualLoss.from_classifier`); None: no perceptual term.
+        discriminator_start: an adversarial family's training steps before
+            the discriminator's terms count.
+        discriminator_weight: an adversarial family's factor of the adaptive
+            weight.
+        discriminator_learning_rate: an adversarial family's discriminator's
+            initial learning rate (None: the autoencoder's).
+        frechet_features: a classifier preset in whose features the Fréchet
+            distance of the test reconstructions to the test images is
+            measured (for the `init_from` model too, as the reference); None:
+            not measured.
     """
 
     name: str
@@ -84,11 +104,23 @@ class AutoencoderRecipe:
     num_embeddings: int | None = None
     kl_weight: float | None = None
     depth: int | None = None
+    learning_rate: float = LEARNING_RATE
+    betas: tuple = (0.9, 0.999)
+    init_from: str | None = None
+    perceptual_features: str | None = None
+    discriminator_start: int | None = None
+    discriminator_weight: float | None = None
+    discriminator_learning_rate: float | None = None
+    frechet_features: str | None = None
 
     def family_arguments(self):
         """The family's own arguments of `build_autoencoder`."""
-        names = ("num_embeddings", "kl_weight", "depth")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        names = ("num_embeddings", "kl_weight", "depth", "discriminator_start")
+        names += ("discriminator_weight",)
+        arguments = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if self.perceptual_features is not None:
+            arguments["perceptual_loss"] = PerceptualLoss.from_classifier(self.perceptual_features)
+        return arguments
 
 
 def parse_args(description, argv=None):
@@ -104,8 +136,9 @@ def parse_args(description, argv=None):
 
 
 def build_model(recipe, seed):
-    """The model of `recipe`, built and uncompiled."""
-    return build_autoencoder(
+    """The model of `recipe`, built and uncompiled, with the weights of
+    `recipe.init_from` where it names a preset."""
+    model = build_autoencoder(
         recipe.family,
         recipe.image_shape,
         latent_dim=recipe.latent_dim,
@@ -116,6 +149,26 @@ def build_model(recipe, seed):
         name=recipe.name,
         **recipe.family_arguments(),
     )
+    if recipe.init_from is not None:
+        copy_autoencoder_weights(vqkeras.from_preset(recipe.init_from), model)
+    return model
+
+
+def copy_autoencoder_weights(source, target):
+    """Sets `target`'s encoder, quantizer (where both have one) and decoder
+    to `source`'s weights: a VQGAN started from a trained VQ-VAE. Raises a
+    ValueError naming the part whose variables differ in shape."""
+    parts = ["encoder", "quantizer", "decoder"]
+    for part in parts if hasattr(source, "quantizer") else ["encoder", "decoder"]:
+        weights = getattr(source, part).get_weights()
+        layer = getattr(target, part)
+        shapes = [tuple(w.shape) for w in weights], [tuple(v.shape) for v in layer.weights]
+        if shapes[0] != shapes[1]:
+            raise ValueError(
+                f"Cannot start '{target.name}' from '{source.name}': their {part}s differ. "
+                f"Source variable shapes: {shapes[0]}; target: {shapes[1]}."
+            )
+        layer.set_weights(weights)
 
 
 def main(recipe, description, argv=None):
@@ -137,7 +190,25 @@ def main(recipe, description, argv=None):
         if isinstance(model, KLVAE):
             # Set on the model before it is measured and saved: the preset ships it.
             model.scaling_factor = model.compute_scaling_factor(data["x_train"], seed=args.seed)
-        return evaluate_reconstructions(model, data["x_test"], batch_size=EVAL_BATCH_SIZE)
+        evaluation = evaluate_reconstructions(model, data["x_test"], batch_size=EVAL_BATCH_SIZE)
+        if recipe.frechet_features is not None:
+            evaluation.update(frechet_of_reconstructions(model, data["x_test"]))
+            if recipe.init_from is not None:
+                reference = frechet_of_reconstructions(
+                    vqkeras.from_preset(recipe.init_from), data["x_test"]
+                )
+                evaluation[f"{recipe.init_from}_frechet_distance"] = reference["frechet_distance"]
+        return evaluation
+
+    def frechet_of_reconstructions(model, images):
+        reconstructions = reconstruct(model, images, EVAL_BATCH_SIZE, quiet=True)
+        result = frechet_distance_of_images(
+            images, reconstructions, recipe.frechet_features, batch_size=EVAL_BATCH_SIZE
+        )
+        return {
+            "frechet_distance": result["frechet_distance"],
+            "frechet_features": result["features"],
+        }
 
     def report(run):
         metrics = {
@@ -186,8 +257,10 @@ def main(recipe, description, argv=None):
         evaluate=evaluate,
         report=report,
         schedule_epochs=args.schedule_epochs,
-        learning_rate=LEARNING_RATE,
+        learning_rate=recipe.learning_rate,
         final_fraction=FINAL_LEARNING_RATE_FRACTION,
+        betas=recipe.betas,
+        discriminator_learning_rate=recipe.discriminator_learning_rate,
         validation_data=(data["x_val"],),
         time_limit_minutes=args.time_limit_minutes,
     )
