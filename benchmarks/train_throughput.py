@@ -1,17 +1,27 @@
-"""Training throughput of the zoo VQ-VAE recipes on every Keras backend, one device.
+"""Training throughput of the zoo autoencoder recipes on every Keras backend, one device.
 
 What it measures
 ----------------
-For each recipe (`zoo/vqvae_mnist`, `zoo/vqvae_cifar10`), the model and optimizer
-exactly as the recipe makes them (`vqkeras.zoo.autoencoder_recipe.build_model`: the
-factory's "ema-vqvae"; `vqkeras.training.compile_with_cosine_adam` with the recipe's
-learning rates), trained by `model.fit` on
+For each recipe (`zoo/vqvae_mnist`, `zoo/vqvae_cifar10`, `zoo/vqgan_cifar10`), the
+model and optimizer exactly as the recipe makes them
+(`vqkeras.zoo.autoencoder_recipe.build_model`: the factory's "ema-vqvae" or "vqgan";
+`vqkeras.training.compile_with_cosine_adam` with the recipe's learning rates and
+betas; not its starting weights, which do not change the work), trained by
+`model.fit` on
 `--images` random uint8 images of the recipe's shape in batches of `--batch-size`
 (the recipes' 128). Pixel values do not change the work of a step, so no dataset is
 needed. The first epoch (tracing and compilation) is not counted; images per second is
 the median over the next `--epochs` epochs of the images of an epoch over its
 training time (from its start to the end of its last batch, as
 `vqkeras.training.EpochTimer`).
+
+The cost of adversarial training: `vqgan_cifar10` is `vqvae_cifar10`'s model with a
+patch discriminator (its own optimizer: two optimizer groups), the adaptive weight's
+two extra gradients at the decoder's last kernel and a perceptual loss in the
+`cifar10_classifier` preset's convolutions; `vqgan_cifar10-no-perceptual` the same
+without the perceptual loss. Their column "x vqvae" is their step time over
+`vqvae_cifar10`'s on the same backend in the same run (the issue's target: at most
+2.5 for the two-optimizer step).
 
 The quantizer's share: one forward and backward pass of the recipe's
 `EMAVectorQuantizer` alone (codebook update included) on a batch of latents of the
@@ -24,7 +34,9 @@ across its borders: read it as an estimate.
 
 How to run
 ----------
-    python benchmarks/train_throughput.py                    # all backends, both recipes
+    python benchmarks/train_throughput.py                    # all backends, both VQ-VAEs
+    python benchmarks/train_throughput.py --recipes vqvae_cifar10 vqgan_cifar10 \
+        vqgan_cifar10-no-perceptual                          # the cost of the discriminator
     python benchmarks/train_throughput.py --backend jax --recipes vqvae_mnist
     python benchmarks/train_throughput.py --images 2560 --epochs 3 --json results.json
     python benchmarks/train_throughput.py --threads 1        # steadier on a busy machine
@@ -47,7 +59,16 @@ import numpy as np
 from worker_setup import log, start_worker, thread_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
-RECIPES = ("vqvae_mnist", "vqvae_cifar10")
+RECIPES = (
+    "vqvae_mnist",
+    "vqvae_cifar10",
+    "vqgan_cifar10",
+    "vqgan_cifar10-no-perceptual",
+)
+# Recipes changed for the benchmark: name -> (zoo recipe, changed fields).
+VARIANTS = {"vqgan_cifar10-no-perceptual": ("vqgan_cifar10", {"perceptual_features": None})}
+# Each adversarial recipe's step is compared with this recipe's.
+ADVERSARIAL_REFERENCE = "vqvae_cifar10"
 
 
 def median_ms(fn, repeats, warmup):
@@ -135,6 +156,7 @@ def epoch_timer(seconds):
 
 
 def run_recipe(name, args):
+    import dataclasses
     import importlib
 
     import keras
@@ -143,15 +165,19 @@ def run_recipe(name, args):
     from vqkeras.training import compile_with_cosine_adam
     from vqkeras.zoo import autoencoder_recipe
 
-    recipe = importlib.import_module(f"vqkeras.zoo.{name}.recipe").RECIPE
+    zoo_name, changes = VARIANTS.get(name, (name, {}))
+    recipe = importlib.import_module(f"vqkeras.zoo.{zoo_name}.recipe").RECIPE
+    recipe = dataclasses.replace(recipe, init_from=None, **changes)
     keras.utils.set_random_seed(args.seed)
     steps = -(-args.images // args.batch_size)
     model = autoencoder_recipe.build_model(recipe, args.seed)
     compile_with_cosine_adam(
         model,
         (1 + args.epochs) * steps,
-        learning_rate=autoencoder_recipe.LEARNING_RATE,
+        learning_rate=recipe.learning_rate,
         final_fraction=autoencoder_recipe.FINAL_LEARNING_RATE_FRACTION,
+        betas=recipe.betas,
+        discriminator_learning_rate=recipe.discriminator_learning_rate,
     )
     rng = np.random.default_rng(args.seed)
     images = rng.integers(0, 256, (args.images, *recipe.image_shape), dtype=np.uint8)
@@ -237,18 +263,22 @@ def markdown(report):
         f"{report['epochs']} epochs after a first one (tracing) not counted; threads: "
         f"{report['threads'] or 'each library default'}.",
         "",
-        "| backend | recipe | images/s | step ms | quantizer ms | quantizer share "
-        "| first epoch s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| backend | recipe | images/s | step ms | x vqvae | quantizer ms "
+        "| quantizer share | first epoch s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for backend, backend_report in report["backends"].items():
         if backend_report is None:
-            lines.append(f"| {backend} | worker failed | | | | | |")
+            lines.append(f"| {backend} | worker failed | | | | | | |")
             continue
+        steps = {row["recipe"]: row["step_ms"] for row in backend_report["results"]}
         for row in backend_report["results"]:
+            ratio = ""
+            if row["recipe"].startswith("vqgan") and ADVERSARIAL_REFERENCE in steps:
+                ratio = f"{row['step_ms'] / steps[ADVERSARIAL_REFERENCE]:.2f}"
             lines.append(
                 f"| {backend} | {row['recipe']} | {row['images_per_second']:.0f} "
-                f"| {row['step_ms']:.1f} | {row['quantizer_ms']:.1f} "
+                f"| {row['step_ms']:.1f} | {ratio} | {row['quantizer_ms']:.1f} "
                 f"| {row['quantizer_share']:.0%} | {row['first_epoch_s']:.1f} |"
             )
     return "\n".join(lines)
@@ -257,7 +287,9 @@ def markdown(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, help="run only this one")
-    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument(
+        "--recipes", nargs="+", choices=RECIPES, default=["vqvae_mnist", "vqvae_cifar10"]
+    )
     parser.add_argument("--images", type=int, default=2560, help="images per epoch")
     parser.add_argument("--batch-size", type=int, default=128, help="(the recipes' 128)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs, after one untimed")
