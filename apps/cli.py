@@ -399,6 +399,14 @@ def build_parser():
         help="Adam's initial learning rate, cosine-decayed to a tenth (default: 1e-3)",
     )
     training.add_argument(
+        "--adam-betas",
+        type=float,
+        nargs=2,
+        metavar=("BETA_1", "BETA_2"),
+        help="Adam's beta_1 and beta_2, of every optimizer (default: 0.9 0.999; GANs often "
+        "train with 0.5 0.9)",
+    )
+    training.add_argument(
         "--validation-fraction",
         type=float,
         default=0.1,
@@ -471,6 +479,13 @@ def build_parser():
         "classifier preset, "
         "which takes images of the training images' size (e.g. mnist_classifier for 28x28 "
         "digits; default: none)",
+    )
+    training.add_argument(
+        "--discriminator-learning-rate",
+        type=_positive_float,
+        metavar="RATE",
+        help="vqgan, adversarial-klvae: the discriminator's initial learning rate, with the "
+        "same cosine decay (default: --learning-rate)",
     )
     training.add_argument("--seed", type=_non_negative_int, default=0, help="(default: 0)")
     training.add_argument(

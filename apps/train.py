@@ -25,12 +25,14 @@ images and the images validated after each epoch are cut to a multiple of the
 device count (at most count - 1 dropped; metrics.json says how many).
 
 --family vqgan trains a VQGAN (the ema-vqvae model with a patch
-discriminator, which has its own Adam optimizer, a copy of the autoencoder's;
-both optimizers' states are saved for resumption), --family adversarial-klvae
+discriminator, which has its own Adam optimizer, with the autoencoder's
+settings unless --discriminator-learning-rate says otherwise; both
+optimizers' states are saved for resumption), --family adversarial-klvae
 the klvae model the same way (latent diffusion's AutoencoderKL recipe):
 --discriminator-start steps of the autoencoder alone first,
 --adversarial-weight, and --perceptual-features CLASSIFIER for a perceptual
-loss in the features of a classifier preset (none by default). Their presets
+loss in the features of a classifier preset (none by default). GANs often
+train with --adam-betas 0.5 0.9, as taming-transformers' VQGAN. Their presets
 hold the inference VQVAE or KLVAE only, without the discriminator.
 
 --family gumbel-vae anneals its Gumbel-softmax temperature exponentially per
@@ -72,6 +74,8 @@ GRID_IMAGES = 16
 GRID_COLUMNS = 8
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "quiet", "debug", "run")
+# Keras's and PyTorch's defaults.
+ADAM_BETAS = (0.9, 0.999)
 # DALL-E's Gumbel-softmax temperatures, first and last.
 GUMBEL_TEMPERATURES = (1.0, 1.0 / 16)
 
@@ -157,6 +161,25 @@ def _even(images, devices, what):
     return images[:kept]
 
 
+def _check_optimizer_settings(args):
+    """Refuses Adam betas outside [0, 1) and the adversarial families' options
+    for the other families, before anything is written."""
+    if args.adam_betas is not None and not all(0 <= beta < 1 for beta in args.adam_betas):
+        raise ValueError(
+            f"--adam-betas must both lie in [0, 1). Received: {' '.join(map(str, args.adam_betas))}."
+        )
+    adversarial_only = {
+        "--perceptual-features": args.perceptual_features,
+        "--discriminator-learning-rate": args.discriminator_learning_rate,
+    }
+    for flag, value in adversarial_only.items():
+        if value is not None and args.family not in ADVERSARIAL_FAMILIES:
+            raise ValueError(
+                f"{flag} applies to the families {', '.join(ADVERSARIAL_FAMILIES)}. "
+                f"Received: --family {args.family}."
+            )
+
+
 def _adversarial_settings(args):
     """What an adversarial family's card must say of its training: the
     feature network of its perceptual loss above all."""
@@ -165,6 +188,7 @@ def _adversarial_settings(args):
     return {
         "discriminator_start": args.discriminator_start,
         "adversarial_weight": args.adversarial_weight,
+        "discriminator_learning_rate": args.discriminator_learning_rate or args.learning_rate,
         "perceptual_features": args.perceptual_features,
     }
 
@@ -214,6 +238,7 @@ def run(args):
             f"--validation-fraction must be in (0, 1). Received: {args.validation_fraction}."
         )
     _gumbel_settings(args)
+    _check_optimizer_settings(args)
     _check_out_folder(args.out, _settings(args))
     devices = _device_count(args)
     inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
@@ -224,11 +249,6 @@ def run(args):
     x_val_even = _even(x_val, devices, "held-out images")
     grid_images = max(devices, GRID_IMAGES - GRID_IMAGES % devices)
 
-    if args.perceptual_features and args.family not in ADVERSARIAL_FAMILIES:
-        raise ValueError(
-            f"--perceptual-features applies to the families {', '.join(ADVERSARIAL_FAMILIES)}. "
-            f"Received: --family {args.family}."
-        )
     perceptual_loss = (
         PerceptualLoss.from_classifier(args.perceptual_features)
         if args.perceptual_features
@@ -280,6 +300,8 @@ def run(args):
             "training": {
                 "epochs": len(trained.timer.epochs),
                 "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate,
+                "adam_betas": list(args.adam_betas or ADAM_BETAS),
                 "devices": devices,
                 "augmentation": args.augment,
                 **_adversarial_settings(args),
@@ -300,6 +322,8 @@ def run(args):
         evaluate=lambda model: evaluate_reconstructions(model, x_val, batch_size=args.batch_size),
         report=report,
         learning_rate=args.learning_rate,
+        betas=tuple(args.adam_betas or ADAM_BETAS),
+        discriminator_learning_rate=args.discriminator_learning_rate,
         validation_data=(x_val_even,),
         distribute=args.distribute,
         callbacks=[

@@ -135,7 +135,16 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
 ):
     out = tmp_path / "vqgan"
     classifier = _classifier_preset(tmp_path / "classifier")
-    gan = ["--discriminator-start", "2", "--adversarial-weight", "0.5"]
+    gan = [
+        "--discriminator-start",
+        "2",
+        "--adversarial-weight",
+        "0.5",
+        "--adam-betas",
+        "0.5",
+        "0.9",
+    ]
+    gan += ["--discriminator-learning-rate", "3e-3"]
     arguments = ["train", "--family", "vqgan", "--data", data, "--out", str(out), *gan]
     sizes = ["--channels", "4,8", "--latent-dim", "4", "--num-embeddings", "8"]
     common = [*arguments, *sizes, "--batch-size", "6", "--quiet"]
@@ -156,12 +165,20 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
     assert metadata["training"]["perceptual_features"] == classifier
     assert metadata["training"]["discriminator_start"] == 2
     assert metadata["training"]["adversarial_weight"] == 0.5
+    assert metadata["training"]["adam_betas"] == [0.5, 0.9]
+    assert metadata["training"]["discriminator_learning_rate"] == 3e-3
 
     # The perceptual loss is the adversarial families' only: another family refuses it.
     other = ["train", "--family", "ema-vqvae", "--data", data, "--out", str(tmp_path / "b")]
     assert main([*other, "--perceptual-features", classifier, "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "--perceptual-features applies to the families vqgan, adversarial-klvae" in error
+    assert main([*other, "--discriminator-learning-rate", "1e-4", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "--discriminator-learning-rate applies to the families vqgan" in error
+    assert main([*other, "--adam-betas", "0.5", "1.0", "--quiet"]) == 2
+    assert "--adam-betas must both lie in [0, 1). Received: 0.5 1.0." in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 # `vqkeras train --distribute` on two fake CPU devices, in a fresh interpreter:
