@@ -135,6 +135,16 @@ def register_family(name, *, default_latent_dim, extra_downsampling=0, codebook_
     return register
 
 
+def families_taking(option):
+    """The names of the registered families that take the codebook option
+    `option` (a name of `CODEBOOK_OPTIONS`), in registry order."""
+    if option not in CODEBOOK_OPTIONS:
+        raise ValueError(
+            f"Unknown codebook option {option!r}. Expected one of: {', '.join(CODEBOOK_OPTIONS)}."
+        )
+    return tuple(name for name, family in FAMILIES.items() if option in family.codebook_options)
+
+
 @dataclasses.dataclass(frozen=True)
 class FamilyParts:
     """What a family's builder receives: the checked arguments of
