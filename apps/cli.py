@@ -204,7 +204,8 @@ def build_parser():
     from vqkeras.apps import compress, demo, evaluate, export_latents, reconstruct, sample, train
     from vqkeras.apps.inputs import INPUT_HELP
     from vqkeras.augmentation import AUGMENTATIONS
-    from vqkeras.models.factory import FAMILIES
+    from vqkeras.layers.base_vector_quantizer import GRADIENT_ESTIMATORS
+    from vqkeras.models.factory import CODEBOOK_OPTIONS, FAMILIES, families_taking
 
     parser = argparse.ArgumentParser(
         prog="vqkeras", description="Image autoencoders and their zoo, from the command line."
@@ -455,6 +456,34 @@ def build_parser():
         type=_positive_int,
         metavar="EPOCHS",
         help="gumbel-vae: epochs of the exponential anneal (default: --epochs)",
+    )
+    # Each flag's help names the families that take it, from the registry.
+    takers = {option: ", ".join(families_taking(option)) for option in CODEBOOK_OPTIONS}
+    training.add_argument(
+        "--code-dim",
+        type=_positive_int,
+        metavar="N",
+        help=f"{takers['code_dim']}: width of the codes, with projections in and out of "
+        "the latent channels (default: the latent channels, no projections)",
+    )
+    training.add_argument(
+        "--normalize-codes",
+        action="store_true",
+        default=None,
+        help=f"{takers['normalize_codes']}: l2-normalised latents and codes (cosine similarity)",
+    )
+    training.add_argument(
+        "--kmeans-init",
+        action="store_true",
+        default=None,
+        help=f"{takers['kmeans_init']}: codebooks initialised by k-means on the first "
+        "training batch",
+    )
+    training.add_argument(
+        "--gradient-estimator",
+        choices=GRADIENT_ESTIMATORS,
+        help=f"{takers['gradient_estimator']}: gradient through the quantizer, the "
+        "straight-through estimator or the rotation trick (default: straight_through)",
     )
     training.add_argument(
         "--discriminator-start",

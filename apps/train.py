@@ -41,6 +41,11 @@ range) over --gumbel-anneal-epochs (default: --epochs; recorded, so that a
 resumed run keeps its schedule), then holds it
 (`vqkeras.callbacks.GumbelTemperatureSchedule`).
 
+--code-dim N, --normalize-codes, --kmeans-init and --gradient-estimator
+rotation set the codebooks of the VQ families (factorized and l2-normalised
+codes, k-means initialisation, the rotation trick: see docs/quantizers.md);
+rqvae takes --kmeans-init only, and the other families none of them.
+
 --augment flips and shifts the training images at random (Keras's
 preprocessing layers in the tf.data input pipeline, on every backend; see
 `vqkeras.augmentation`); `--augment shift` for digits and text, which flips
@@ -66,7 +71,13 @@ from vqkeras.callbacks import GumbelTemperatureSchedule
 from vqkeras.evaluation import evaluate_reconstructions
 from vqkeras.file_io import write_json_atomic
 from vqkeras.layers import PerceptualLoss
-from vqkeras.models.factory import ADVERSARIAL_FAMILIES, build_autoencoder
+from vqkeras.models.factory import (
+    ADVERSARIAL_FAMILIES,
+    CODEBOOK_OPTIONS,
+    FAMILIES,
+    build_autoencoder,
+    families_taking,
+)
 from vqkeras.training import PRESET_DIR, train_and_evaluate
 
 RUN_FILE = "run.json"
@@ -232,6 +243,26 @@ def _gumbel_card(args):
     }
 
 
+def _codebook_options(args):
+    """The codebook options of --family: the flags given, the factory's
+    defaults for the others. A flag the family does not take is refused,
+    naming the families that take it. (Absent flags stay None in run.json,
+    as in the runs made before these flags existed, which thus resume.)"""
+    given = {name for name in CODEBOOK_OPTIONS if getattr(args, name) is not None}
+    refused = sorted(given - set(FAMILIES[args.family].codebook_options))
+    if refused:
+        details = "; ".join(
+            f"--{name.replace('_', '-')} applies to {', '.join(families_taking(name))}"
+            for name in refused
+        )
+        raise ValueError(f"{details}. Received: --family {args.family}.")
+    return {
+        name: default if getattr(args, name) is None else getattr(args, name)
+        for name, default in CODEBOOK_OPTIONS.items()
+        if name in FAMILIES[args.family].codebook_options
+    }
+
+
 def run(args):
     if not 0 < args.validation_fraction < 1:
         raise ValueError(
@@ -239,6 +270,7 @@ def run(args):
         )
     _gumbel_settings(args)
     _check_optimizer_settings(args)
+    codebook_options = _codebook_options(args)
     _check_out_folder(args.out, _settings(args))
     devices = _device_count(args)
     inputs = load_images(args.data, args.split, limit=args.limit, quiet=args.quiet)
@@ -270,6 +302,7 @@ def run(args):
             discriminator_weight=args.adversarial_weight,
             perceptual_loss=perceptual_loss,
             seed=args.seed,
+            **codebook_options,
         )
         # Only once the settings give a model: a command that fails to build
         # leaves no run behind that would refuse its corrected version.
@@ -306,6 +339,7 @@ def run(args):
                 "augmentation": args.augment,
                 **_adversarial_settings(args),
                 **_gumbel_card(args),
+                **codebook_options,
             },
             "metrics": trained.evaluation,
         }

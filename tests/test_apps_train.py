@@ -271,3 +271,69 @@ def test_train_anneals_the_gumbel_temperature_and_keeps_the_schedule(data, tmp_p
     # Other families refuse the options.
     assert train(data, tmp_path / "other", "--gumbel-anneal-epochs", "2") == 2
     assert "apply to --family gumbel-vae. Received: --family ema-vqvae" in capsys.readouterr().err
+
+
+def test_train_sets_the_codebook_options_records_them_and_resumes(data, tmp_path, capsys):
+    out = tmp_path / "codebook"
+    codebook = ["--code-dim", "3", "--normalize-codes", "--kmeans-init"]
+    codebook += ["--gradient-estimator", "rotation"]
+    assert train(data, out, "--epochs", "1", *codebook) == 0
+    capsys.readouterr()
+    expected = {
+        "code_dim": 3,
+        "normalize_codes": True,
+        "kmeans_init": True,
+        "gradient_estimator": "rotation",
+    }
+    settings = json.loads((out / "run.json").read_text())
+    assert {name: settings[name] for name in expected} == expected
+    metadata = json.loads((out / "preset" / "metadata.json").read_text())
+    assert {name: metadata["training"][name] for name in expected} == expected
+    config = vqkeras.from_preset(out / "preset").quantizer.get_config()
+    assert {name: config[name] for name in expected} == expected
+    # Resumed with the same options; without them, the run is another one.
+    assert train(data, out, "--epochs", "2", *codebook) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    assert train(data, out, "--epochs", "2", *codebook[:-2]) == 2
+    assert "(gradient_estimator: 'rotation' -> None)" in capsys.readouterr().err
+
+
+def test_train_without_codebook_options_records_none_and_the_card_the_defaults(
+    data, tmp_path, capsys
+):
+    # None in run.json, as in the runs recorded before the options existed.
+    out = tmp_path / "plain"
+    assert train(data, out, "--epochs", "1") == 0
+    settings = json.loads((out / "run.json").read_text())
+    assert [settings[name] for name in ("code_dim", "normalize_codes", "kmeans_init")] == [None] * 3
+    assert settings["gradient_estimator"] is None
+    training = json.loads((out / "preset" / "metadata.json").read_text())["training"]
+    assert (training["code_dim"], training["normalize_codes"]) == (None, False)
+    assert (training["kmeans_init"], training["gradient_estimator"]) == (False, "straight_through")
+
+
+@pytest.mark.parametrize(
+    "family, flags, message",
+    [
+        (
+            "fsq-vae",
+            ["--code-dim", "3", "--kmeans-init"],
+            "--code-dim applies to vqvae, ema-vqvae, vqvae2, vqgan; --kmeans-init applies to "
+            "vqvae, ema-vqvae, rqvae, vqvae2, vqgan. Received: --family fsq-vae.",
+        ),
+        (
+            "rqvae",
+            ["--kmeans-init", "--gradient-estimator", "rotation"],
+            "--gradient-estimator applies to vqvae, ema-vqvae, vqvae2, vqgan. "
+            "Received: --family rqvae.",
+        ),
+    ],
+)
+def test_train_refuses_codebook_options_a_family_does_not_take(
+    data, tmp_path, capsys, family, flags, message
+):
+    out = tmp_path / "refused"
+    arguments = ["train", "--family", family, "--data", data, "--out", str(out), *flags]
+    assert main([*arguments, "--channels", "8", "--epochs", "1", "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before any training, leaving no run behind

@@ -88,3 +88,43 @@ def test_stop_on_nan_names_the_terms_that_blew_up():
     callback.on_train_batch_end(0, {"loss": 1.0})
     with pytest.raises(FloatingPointError, match="epoch 3, batch 5: loss=nan"):
         callback.on_train_batch_end(5, {"loss": float("nan"), "kl_loss": 0.1})
+
+
+def unbuilt_gumbel_vqvae():
+    return VQVAE(
+        encoder=ConvEncoder(8, channels=(8, 16), num_residual_blocks=0),
+        decoder=ConvDecoder(1, channels=(16, 8), num_residual_blocks=0),
+        quantizer=GumbelQuantizer(16, 8, straight_through=True, seed=0),
+    )
+
+
+@pytest.mark.parametrize("build", [False, True])
+def test_an_unbuilt_model_is_annealed_from_its_first_step(build):
+    # TensorFlow's fit builds a subclassed model in its first step, the
+    # other backends' before it; `build` makes it built beforehand everywhere.
+    # The schedule starts at 2, the quantizer's own temperature is 1.
+    model = unbuilt_gumbel_vqvae()
+    if build:
+        model.build((None, 16, 16, 1))
+    model.compile(optimizer="adam")
+    schedule = GumbelTemperatureSchedule(1, initial_temperature=2.0, final_temperature=2.0)
+    model.fit(blob_images(4), epochs=1, batch_size=4, callbacks=[schedule], verbose=0)
+    np.testing.assert_allclose(to_numpy(model.quantizer.temperature), 2.0)
+
+
+def test_a_hand_driven_schedule_anneals_an_unbuilt_model_and_needs_an_optimizer():
+    model = unbuilt_gumbel_vqvae()
+    schedule = GumbelTemperatureSchedule(decay_steps=4, initial_temperature=2.0)
+    schedule.set_model(model)
+    schedule.on_train_begin()
+    with pytest.raises(ValueError, match="optimizer, and model 'vqvae.*' has none: compile it"):
+        schedule.on_train_batch_begin(0)
+    model.compile(optimizer="adam")
+    schedule.on_train_batch_begin(0)
+    # Built after the first batch began, from the scheduled temperature.
+    model.build((None, 16, 16, 1))
+    np.testing.assert_allclose(to_numpy(model.quantizer.temperature), 2.0)
+    schedule.on_train_batch_end(0)
+    schedule.on_train_batch_begin(1)
+    expected = 2.0 * (1 / 32) ** (1 / 4)
+    np.testing.assert_allclose(to_numpy(model.quantizer.temperature), expected, rtol=1e-6)

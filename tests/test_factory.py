@@ -211,3 +211,80 @@ def test_the_adversarial_families_have_a_discriminator_as_deep_as_their_encoder(
     )
     assert (klvae.latent_dim, klvae.kl_weight, klvae.discriminator_start) == (4, 1e-4, 7)
     assert (klvae.discriminator.filters, klvae.discriminator.num_layers) == (8, 1)
+
+
+CODEBOOK_OPTIONS = {
+    "code_dim": 8,
+    "normalize_codes": True,
+    "kmeans_init": True,
+    "gradient_estimator": "rotation",
+}
+
+
+@pytest.mark.parametrize("family", ["vqvae", "ema-vqvae", "vqgan", "vqvae2"])
+def test_the_codebook_options_reach_every_codebook(family):
+    model = build_autoencoder(
+        family, (16, 16, 1), channels=(4, 8), num_embeddings=16, latent_dim=4, **CODEBOOK_OPTIONS
+    )
+    quantizers = (
+        [model.bottom_quantizer, model.top_quantizer] if family == "vqvae2" else [model.quantizer]
+    )
+    for quantizer in quantizers:
+        config = quantizer.get_config()
+        assert {name: config[name] for name in CODEBOOK_OPTIONS} == CODEBOOK_OPTIONS
+        assert quantizer.projected and quantizer.code_size == 8
+    # The codes are 8 wide, the latent grid 4: projections in and out.
+    images = blob_images(4)
+    assert to_numpy(model.predict(images, verbose=0)).shape == (4, 16, 16, 1)
+
+
+def test_without_codebook_options_the_codebooks_keep_the_layer_defaults():
+    quantizer = build_autoencoder("vqvae", (8, 8, 1), channels=(4,), latent_dim=4).quantizer
+    config = quantizer.get_config()
+    assert (config["code_dim"], config["normalize_codes"], config["kmeans_init"]) == (
+        None,
+        False,
+        False,
+    )
+    assert config["gradient_estimator"] == "straight_through" and not quantizer.projected
+
+
+def test_rqvae_takes_kmeans_init_on_every_level_and_no_other_codebook_option():
+    model = build_autoencoder(
+        "rqvae", (8, 8, 1), channels=(4,), latent_dim=4, depth=2, kmeans_init=True
+    )
+    assert [level.kmeans_init for level in model.quantizer.level_quantizers] == [True, True]
+    with pytest.raises(
+        ValueError,
+        match=r"Family 'rqvae' does not take normalize_codes, gradient_estimator\. .*"
+        r"rqvae \(kmeans_init\).*Received: normalize_codes=True, gradient_estimator='rotation'",
+    ):
+        build_autoencoder(
+            "rqvae",
+            (8, 8, 1),
+            channels=(4,),
+            normalize_codes=True,
+            kmeans_init=True,
+            gradient_estimator="rotation",
+        )
+
+
+@pytest.mark.parametrize("family", ["ae", "klvae", "fsq-vae", "lfq-vae", "gumbel-vae"])
+def test_families_without_codebooks_refuse_the_codebook_options(family):
+    with pytest.raises(
+        ValueError,
+        match=rf"Family '{family}' does not take code_dim, kmeans_init\. The families with "
+        r"codebook options: vqvae \(code_dim, normalize_codes, kmeans_init, gradient_estimator\)"
+        r".*Received: code_dim=8, kmeans_init=True\.",
+    ):
+        build_autoencoder(family, (8, 8, 1), channels=(4,), code_dim=8, kmeans_init=True)
+    # Their defaults, given explicitly, are no refusal.
+    build_autoencoder(family, (8, 8, 1), channels=(4,), gradient_estimator="straight_through")
+
+
+def test_register_family_refuses_unknown_codebook_options():
+    with pytest.raises(
+        ValueError, match=r"Unknown codebook options \['beta'\]. Expected.*code_dim"
+    ):
+        register_family("mine", default_latent_dim=4, codebook_options=("kmeans_init", "beta"))
+    assert "mine" not in FAMILIES

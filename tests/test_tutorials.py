@@ -27,8 +27,8 @@ def load_runner():
     return module
 
 
-def test_eight_numbered_tutorials():
-    assert [p.name[:2] for p in PATHS] == [f"0{n}" for n in range(1, 9)]
+def test_nine_numbered_tutorials():
+    assert [p.name[:2] for p in PATHS] == [f"0{n}" for n in range(1, 10)]
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])

@@ -42,6 +42,12 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
     the last one stopped. DALL-E anneals from 1 to 1/16 over its first
     150,000 updates (there with a cosine schedule).
 
+    The model may be unbuilt when training begins (TensorFlow's `fit`
+    builds a subclassed model in its first step): a quantizer without its
+    variable yet gets the scheduled temperature as the one it starts from
+    (its `temperature` argument, in its config too). The model must be
+    compiled: the optimizer counts the steps.
+
     The quantizers are found through `self.model` and their `temperature`
     variables assigned before each step whose temperature differs from the
     last one's. Under JAX, reaching `self.model` mid-epoch writes the state
@@ -95,6 +101,15 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
             if isinstance(layer, GumbelQuantizer)
         ]
 
+    def _optimizer(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError(
+                "GumbelTemperatureSchedule counts the training steps with the model's optimizer, "
+                f"and model '{self.model.name}' has none: compile it before training."
+            )
+        return optimizer
+
     def on_train_begin(self, logs=None):
         if not self._quantizers():
             raise ValueError(
@@ -108,7 +123,7 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
         if self._step is None:
             # Read once per fit and counted here after: the optimizer's
             # count carries over from earlier fits and restored checkpoints.
-            self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self._step = int(keras.ops.convert_to_numpy(self._optimizer().iterations))
         self._begin = batch
         temperature = self.temperature(self._step)
         if temperature == self._assigned:
@@ -117,7 +132,13 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
         # the variables mid-epoch back into them (Keras's `Callback.model`
         # does), and the next step reads them again: it sees the new value.
         for quantizer in self._quantizers():
-            quantizer.temperature.assign(temperature)
+            if quantizer.built:
+                quantizer.temperature.assign(temperature)
+            else:
+                # TensorFlow's `fit` builds a subclassed model in its first
+                # step, so its quantizers have no variable yet: the one they
+                # create starts at the temperature of that step.
+                quantizer.initial_temperature = temperature
         self._assigned = temperature
 
     def on_train_batch_end(self, batch, logs=None):

@@ -55,12 +55,15 @@ class Family:
         default_latent_dim: the latent channels when none are given.
         extra_downsampling: halvings of the image size beyond the encoder's
             (the top grid of a VQ-VAE-2 is half the bottom one's size).
+        codebook_options: the names of `CODEBOOK_OPTIONS` it passes to its
+            codebooks; `build_autoencoder` refuses the others.
     """
 
     name: str
     build: Callable
     default_latent_dim: int
     extra_downsampling: int = 0
+    codebook_options: tuple = ()
 
 
 # Insertion order is the order of `FAMILIES` and of the command-line choices.
@@ -70,12 +73,23 @@ FAMILIES = types.MappingProxyType(_REGISTRY)
 registry, so a family registered later appears here too."""
 
 
+# The options of the codebooks of `VectorQuantizer` and `EMAVectorQuantizer`
+# that `build_autoencoder` passes on, with their defaults (the layers').
+CODEBOOK_OPTIONS = types.MappingProxyType(
+    {
+        "code_dim": None,
+        "normalize_codes": False,
+        "kmeans_init": False,
+        "gradient_estimator": "straight_through",
+    }
+)
+
 # The families trained against a discriminator, which take `discriminator_start`,
 # `discriminator_weight` and `perceptual_loss`.
 ADVERSARIAL_FAMILIES = ("vqgan", "adversarial-klvae")
 
 
-def register_family(name, *, default_latent_dim, extra_downsampling=0):
+def register_family(name, *, default_latent_dim, extra_downsampling=0, codebook_options=()):
     """Decorator that adds a family to `FAMILIES` under `name`.
 
     Args:
@@ -84,6 +98,8 @@ def register_family(name, *, default_latent_dim, extra_downsampling=0):
             none: few for continuous latents (as the AutoencoderKL of latent
             diffusion), more for code vectors.
         extra_downsampling: halvings of the image size beyond the encoder's.
+        codebook_options: the names of `CODEBOOK_OPTIONS` that the builder
+            passes to its codebooks (from `parts.codebook_options`).
 
     Returns:
         A decorator that registers the builder, `build(parts) -> keras.Model`,
@@ -98,6 +114,12 @@ def register_family(name, *, default_latent_dim, extra_downsampling=0):
         raise ValueError(f"A family name must be a non-empty string. Received: name={name!r}.")
     default_latent_dim = validation.positive_int("default_latent_dim", default_latent_dim)
     extra_downsampling = validation.non_negative_int("extra_downsampling", extra_downsampling)
+    codebook_options = tuple(codebook_options)
+    unknown = [option for option in codebook_options if option not in CODEBOOK_OPTIONS]
+    if unknown:
+        raise ValueError(
+            f"Unknown codebook options {unknown}. Expected names of: {', '.join(CODEBOOK_OPTIONS)}."
+        )
 
     def register(build):
         if name in _REGISTRY:
@@ -105,10 +127,22 @@ def register_family(name, *, default_latent_dim, extra_downsampling=0):
                 f"A family named {name!r} is already registered. "
                 f"Registered: {', '.join(_REGISTRY)}."
             )
-        _REGISTRY[name] = Family(name, build, default_latent_dim, extra_downsampling)
+        _REGISTRY[name] = Family(
+            name, build, default_latent_dim, extra_downsampling, codebook_options
+        )
         return build
 
     return register
+
+
+def families_taking(option):
+    """The names of the registered families that take the codebook option
+    `option` (a name of `CODEBOOK_OPTIONS`), in registry order."""
+    if option not in CODEBOOK_OPTIONS:
+        raise ValueError(
+            f"Unknown codebook option {option!r}. Expected one of: {', '.join(CODEBOOK_OPTIONS)}."
+        )
+    return tuple(name for name, family in FAMILIES.items() if option in family.codebook_options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +151,8 @@ class FamilyParts:
     `build_autoencoder` (see there) and the standard parts.
 
     Attributes:
+        codebook_options: the `CODEBOOK_OPTIONS` the family takes, by name:
+            the values given to `build_autoencoder`, or the defaults.
         decoder: the `ConvDecoder` from the latent grid to images, mirroring
             the encoder's `channels`.
     """
@@ -136,6 +172,7 @@ class FamilyParts:
     discriminator_start: int
     discriminator_weight: float
     perceptual_loss: object
+    codebook_options: dict
     decoder: ConvDecoder
 
     @property
@@ -169,13 +206,15 @@ class FamilyParts:
 
     def ema_quantizer(self, embedding_dim, seed=None):
         """An `EMAVectorQuantizer` of `num_embeddings` codes with dead-code
-        restarts after 100 steps and a codebook seeded from the first batch."""
+        restarts after 100 steps, a codebook seeded from the first batch and
+        the family's `codebook_options`."""
         return EMAVectorQuantizer(
             self.num_embeddings,
             embedding_dim,
             restart_after_steps=100,
             init_from_first_batch=True,
             seed=self.seed if seed is None else seed,
+            **self.codebook_options,
         )
 
 
@@ -203,22 +242,32 @@ def _klvae(parts):
     return KLVAE(encoder, parts.decoder, kl_weight=parts.kl_weight, name=parts.name)
 
 
-@register_family("vqvae", default_latent_dim=64)
+# Every codebook option, for the families of one `VectorQuantizer` or
+# `EMAVectorQuantizer` per grid.
+_ALL_CODEBOOK_OPTIONS = tuple(CODEBOOK_OPTIONS)
+
+
+@register_family("vqvae", default_latent_dim=64, codebook_options=_ALL_CODEBOOK_OPTIONS)
 def _vqvae(parts):
     """`VQVAE` with a gradient-trained codebook."""
     encoder = parts.encoder(parts.latent_dim)
-    quantizer = VectorQuantizer(parts.num_embeddings, parts.latent_dim)
+    quantizer = VectorQuantizer(
+        parts.num_embeddings, parts.latent_dim, seed=parts.seed, **parts.codebook_options
+    )
     return VQVAE(encoder, parts.decoder, quantizer, name=parts.name)
 
 
-@register_family("ema-vqvae", default_latent_dim=64)
+@register_family("ema-vqvae", default_latent_dim=64, codebook_options=_ALL_CODEBOOK_OPTIONS)
 def _ema_vqvae(parts):
     """`VQVAE` with an EMA codebook."""
     encoder = parts.encoder(parts.latent_dim)
     return VQVAE(encoder, parts.decoder, parts.ema_quantizer(parts.latent_dim), name=parts.name)
 
 
-@register_family("rqvae", default_latent_dim=64)
+# Only k-means: the levels quantize residuals whose norms shrink level by
+# level, which unit-norm codes cannot follow; and the stack has a
+# straight-through estimator of its own, so the levels' estimator is unused.
+@register_family("rqvae", default_latent_dim=64, codebook_options=("kmeans_init",))
 def _rqvae(parts):
     """`RQVAE` with one EMA codebook per level."""
     quantizer = ResidualVectorQuantizer(
@@ -256,7 +305,9 @@ def lfq_bits(num_embeddings):
     return num_embeddings.bit_length() - 1
 
 
-@register_family("vqvae2", default_latent_dim=64, extra_downsampling=1)
+@register_family(
+    "vqvae2", default_latent_dim=64, extra_downsampling=1, codebook_options=_ALL_CODEBOOK_OPTIONS
+)
 def _vqvae2(parts):
     """`VQVAE2` with EMA codebooks; the top grid is half the bottom one's size."""
     width = parts.channels[-1]
@@ -301,7 +352,7 @@ def _gumbel_vae(parts):
     return VQVAE(parts.encoder(parts.latent_dim), parts.decoder, quantizer, name=parts.name)
 
 
-@register_family("vqgan", default_latent_dim=64)
+@register_family("vqgan", default_latent_dim=64, codebook_options=_ALL_CODEBOOK_OPTIONS)
 def _vqgan(parts):
     """`VQGAN`: the "ema-vqvae" model with `parts.adversarial_options()`."""
     encoder = parts.encoder(parts.latent_dim)
@@ -322,6 +373,28 @@ def _adversarial_klvae(parts):
     )
 
 
+def _codebook_options(spec, **options):
+    """The codebook options `spec`'s family takes, by name; refuses the
+    others unless they have their default value."""
+    refused = {
+        name: value
+        for name, value in options.items()
+        if name not in spec.codebook_options and value != CODEBOOK_OPTIONS[name]
+    }
+    if refused:
+        takers = [
+            f"{family.name} ({', '.join(family.codebook_options)})"
+            for family in FAMILIES.values()
+            if family.codebook_options
+        ]
+        received = ", ".join(f"{name}={value!r}" for name, value in refused.items())
+        raise ValueError(
+            f"Family {spec.name!r} does not take {', '.join(refused)}. The families with "
+            f"codebook options: {'; '.join(takers)}. Received: {received}."
+        )
+    return {name: options[name] for name in spec.codebook_options}
+
+
 def build_autoencoder(
     family,
     image_shape,
@@ -339,6 +412,10 @@ def build_autoencoder(
     discriminator_start=0,
     discriminator_weight=0.8,
     perceptual_loss=None,
+    code_dim=None,
+    normalize_codes=False,
+    kmeans_init=False,
+    gradient_estimator="straight_through",
     name=None,
 ):
     """A built, uncompiled autoencoder of `family` for images of `image_shape`.
@@ -386,7 +463,22 @@ def build_autoencoder(
         perceptual_loss: the adversarial families: a `PerceptualLoss` (e.g.
             `PerceptualLoss.from_classifier("mnist_classifier")`), or None
             for none.
+        code_dim: the codebook options (`CODEBOOK_OPTIONS`), passed to the
+            `VectorQuantizer` or `EMAVectorQuantizer` of "vqvae",
+            "ema-vqvae", "vqgan" and both levels of "vqvae2": the width of
+            the codes, with projections in and out when it differs from
+            `latent_dim` (None: `latent_dim`, no projections).
+        normalize_codes: l2-normalised inputs and codes (cosine similarity).
+        kmeans_init: codebooks initialised by k-means on the first training
+            batch; "rqvae" takes this option too (on every level), and only
+            this one.
+        gradient_estimator: "straight_through" or "rotation" (the rotation
+            trick).
         name: model name (default: the family, "-" replaced by "_").
+
+    Raises:
+        ValueError: for an unknown family, bad sizes, or a codebook option
+            other than its default for a family that does not take it.
     """
     if family not in FAMILIES:
         raise ValueError(f"Unknown family {family!r}. Expected one of: {', '.join(FAMILIES)}.")
@@ -406,6 +498,13 @@ def build_autoencoder(
     latent_dim = validation.positive_int(
         "latent_dim", spec.default_latent_dim if latent_dim is None else latent_dim
     )
+    codebook_options = _codebook_options(
+        spec,
+        code_dim=code_dim,
+        normalize_codes=normalize_codes,
+        kmeans_init=kmeans_init,
+        gradient_estimator=gradient_estimator,
+    )
     parts = FamilyParts(
         image_shape=image_shape,
         latent_dim=latent_dim,
@@ -422,6 +521,7 @@ def build_autoencoder(
         discriminator_start=discriminator_start,
         discriminator_weight=discriminator_weight,
         perceptual_loss=perceptual_loss,
+        codebook_options=codebook_options,
         decoder=ConvDecoder(
             image_shape[-1],
             channels=channels[::-1],
