@@ -15,6 +15,19 @@ if os.environ.get("KERAS_BACKEND") == "jax" and "xla_backend_optimization_level"
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+# Under pytest-xdist (`pytest -n 2`) each worker gets its share of the cores:
+# a backend in each worker spreading over all of them would oversubscribe the
+# machine, and PyTorch's and oneDNN's OpenMP threads wait for one another
+# badly then. Set before the backends start their thread pools.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(_name, _threads)
+    if os.environ.get("KERAS_BACKEND") == "jax" and _threads == "1":
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+        )
+
 import keras  # noqa: E402
 import numpy as np
 import pytest

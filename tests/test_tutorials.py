@@ -27,8 +27,8 @@ def load_runner():
     return module
 
 
-def test_nine_numbered_tutorials():
-    assert [p.name[:2] for p in PATHS] == [f"0{n}" for n in range(1, 10)]
+def test_ten_numbered_tutorials():
+    assert [p.name[:2] for p in PATHS] == [f"{n:02d}" for n in range(1, 11)]
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
@@ -77,3 +77,30 @@ def test_runner_passes_a_working_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("VQKERAS_TUTORIAL_QUICK", "1")
     path.write_text("# %%\nimport os\n\nassert os.environ['VQKERAS_TUTORIAL_QUICK'] == '1'\n")
     assert runner.run(path, timeout=120, save_dir=None)[1] is None
+
+
+def test_runner_runs_tutorials_side_by_side_and_names_each_failure(tmp_path, monkeypatch, capsys):
+    runner = load_runner()
+    monkeypatch.setattr(runner, "HERE", tmp_path)
+    # main() sets these for the kernels; monkeypatch puts them back afterwards.
+    for name in (
+        "VQKERAS_TUTORIAL_QUICK",
+        "MPLBACKEND",
+        "OMP_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    sleep = "# %%\nimport time\n\ntime.sleep(2)\n"
+    (tmp_path / "01_fine.py").write_text(sleep)
+    (tmp_path / "02_broken.py").write_text(sleep + "\n# %%\nraise ValueError('boom two')\n")
+    (tmp_path / "03_fine.py").write_text(sleep)
+    assert runner.main(["--jobs", "3"]) == 1
+    out, err = capsys.readouterr()
+    lines = {line.split()[0]: line.split()[-1] for line in out.splitlines()}
+    assert lines["01_fine.py"] == "ok" and lines["03_fine.py"] == "ok"
+    assert lines["02_broken.py"] == "FAILED"
+    assert "02_broken.py: code cell 2" in err and "boom two" in err
+    assert "Failed: 02_broken.py" in err
+    with pytest.raises(SystemExit):
+        runner.main(["--jobs", "0"])
+    assert "--jobs must be at least 1. Received: 0." in capsys.readouterr().err

@@ -12,11 +12,13 @@ Usage:
     KERAS_BACKEND=jax python tutorials/run_tutorials.py               # all of them
     python tutorials/run_tutorials.py 04 06                           # by number or name
     python tutorials/run_tutorials.py --save-executed runs/notebooks  # keep the outputs
+    python tutorials/run_tutorials.py --jobs 2                        # two at a time
 
 Needs jupytext, nbclient and ipykernel (the `dev` extra).
 """
 
 import argparse
+import concurrent.futures
 import os
 import re
 import sys
@@ -96,24 +98,40 @@ def main(argv=None):
     parser.add_argument(
         "--save-executed", type=Path, metavar="DIR", help="write the executed notebooks here"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="tutorials run at the same time, each kernel with its share of the CPU cores "
+        "(default: 1)",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1. Received: {args.jobs}.")
 
     # The kernel inherits this environment. The inline backend is matplotlib's
     # headless backend for notebooks: it needs no display, closes each cell's
     # figures and keeps them as outputs of the executed notebook.
     os.environ["VQKERAS_TUTORIAL_QUICK"] = "0" if args.full else "1"
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    if args.jobs > 1:
+        # Kernels whose backends each spread over every core would fight.
+        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+            os.environ.setdefault(name, threads)
     failures = []
-    total = 0.0
-    for path in tutorial_paths(args.tutorials):
-        seconds, error = run(path, args.timeout, args.save_executed)
-        total += seconds
-        status = "ok" if error is None else "FAILED"
-        print(f"{path.name:32s} {seconds:7.1f} s  {status}", flush=True)
-        if error is not None:
-            failures.append(path.name)
-            print(f"{path.name}: {error}", file=sys.stderr, flush=True)
-    print(f"{'total':32s} {total:7.1f} s")
+    start = time.time()
+    paths = tutorial_paths(args.tutorials)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        runs = {pool.submit(run, p, args.timeout, args.save_executed): p for p in paths}
+        for done in concurrent.futures.as_completed(runs):
+            path, (seconds, error) = runs[done], done.result()
+            status = "ok" if error is None else "FAILED"
+            print(f"{path.name:32s} {seconds:7.1f} s  {status}", flush=True)
+            if error is not None:
+                failures.append(path.name)
+                print(f"{path.name}: {error}", file=sys.stderr, flush=True)
+    print(f"{'total (wall clock)':32s} {time.time() - start:7.1f} s")
     if failures:
         print(f"Failed: {', '.join(failures)}", file=sys.stderr)
         return 1
