@@ -126,3 +126,12 @@ def test_starting_from_a_preset_of_another_architecture_names_the_part(data, tmp
     wider = dataclasses.replace(RECIPE, channels=(4, 16), init_from=str(tmp_path / "kl/preset"))
     with pytest.raises(ValueError, match="their encoders differ"):
         autoencoder_recipe.build_model(wider, seed=0)
+
+
+def test_an_fsq_recipe_builds_its_levels():
+    fsq = dataclasses.replace(
+        RECIPE, family="fsq-vae", name="tiny_fsq", latent_dim=4, kl_weight=None, levels=(8, 5, 5, 5)
+    )
+    model = autoencoder_recipe.build_model(fsq, seed=0)
+    assert tuple(model.quantizer.levels) == (8, 5, 5, 5)
+    assert model.num_embeddings == 1000

@@ -71,6 +71,7 @@ class AutoencoderRecipe:
         num_embeddings: codebook size K of a VQ family.
         kl_weight: the KL weight of a KL-VAE.
         depth: quantization levels of an RQ-VAE.
+        levels: the per-channel levels of an FSQ VQ-VAE ("fsq-vae").
         learning_rate: the initial learning rate of the cosine decay.
         betas: Adam's `(beta_1, beta_2)`.
         init_from: a preset (name or folder) of the same architecture whose
@@ -104,6 +105,7 @@ class AutoencoderRecipe:
     num_embeddings: int | None = None
     kl_weight: float | None = None
     depth: int | None = None
+    levels: tuple | None = None
     learning_rate: float = LEARNING_RATE
     betas: tuple = (0.9, 0.999)
     init_from: str | None = None
@@ -115,7 +117,7 @@ class AutoencoderRecipe:
 
     def family_arguments(self):
         """The family's own arguments of `build_autoencoder`."""
-        names = ("num_embeddings", "kl_weight", "depth", "discriminator_start")
+        names = ("num_embeddings", "kl_weight", "depth", "levels", "discriminator_start")
         names += ("discriminator_weight",)
         arguments = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         if self.perceptual_features is not None:
