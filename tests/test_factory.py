@@ -197,11 +197,13 @@ def test_the_adversarial_families_have_a_discriminator_as_deep_as_their_encoder(
         num_embeddings=32,
         discriminator_start=100,
         discriminator_weight=0.5,
+        perceptual_weight=0.25,
     )
     assert type(model.quantizer) is EMAVectorQuantizer and model.quantizer.num_embeddings == 32
     assert type(model.discriminator) is PatchDiscriminator
     assert (model.discriminator.filters, model.discriminator.num_layers) == (8, 2)
     assert (model.discriminator_start, model.discriminator_weight) == (100, 0.5)
+    assert model.perceptual_weight == 0.25
     assert model.perceptual_loss is None and "perceptual_loss" not in model.loss_names
     # One logit per latent position.
     logits = model.discriminator(np.zeros((2, 16, 16, 3), "float32"))

@@ -80,6 +80,8 @@ class AutoencoderRecipe:
         perceptual_features: an adversarial family's perceptual loss: the
             classifier preset whose convolutions it compares
             (`PerceptualLoss.from_classifier`); None: no perceptual term.
+        perceptual_weight: an adversarial family's factor of the perceptual
+            term (None: the family's default, 1).
         discriminator_start: an adversarial family's training steps before
             the discriminator's terms count.
         discriminator_weight: an adversarial family's factor of the adaptive
@@ -110,6 +112,7 @@ class AutoencoderRecipe:
     betas: tuple = (0.9, 0.999)
     init_from: str | None = None
     perceptual_features: str | None = None
+    perceptual_weight: float | None = None
     discriminator_start: int | None = None
     discriminator_weight: float | None = None
     discriminator_learning_rate: float | None = None
@@ -118,7 +121,7 @@ class AutoencoderRecipe:
     def family_arguments(self):
         """The family's own arguments of `build_autoencoder`."""
         names = ("num_embeddings", "kl_weight", "depth", "levels", "discriminator_start")
-        names += ("discriminator_weight",)
+        names += ("discriminator_weight", "perceptual_weight")
         arguments = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         if self.perceptual_features is not None:
             arguments["perceptual_loss"] = PerceptualLoss.from_classifier(self.perceptual_features)

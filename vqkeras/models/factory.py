@@ -172,6 +172,7 @@ class FamilyParts:
     discriminator_start: int
     discriminator_weight: float
     perceptual_loss: object
+    perceptual_weight: float
     codebook_options: dict
     decoder: ConvDecoder
 
@@ -193,13 +194,14 @@ class FamilyParts:
         """The adversarial arguments of `VQGAN` and `AdversarialKLVAE`: a
         `PatchDiscriminator` of as many stride-2 layers as the encoder,
         starting from its first channels (its logits come on the latent
-        grid), `discriminator_weight`, `discriminator_start` and
-        `perceptual_loss`."""
+        grid), `discriminator_weight`, `discriminator_start`,
+        `perceptual_loss` and `perceptual_weight`."""
         return {
             "discriminator": PatchDiscriminator(
                 filters=self.channels[0], num_layers=len(self.channels)
             ),
             "perceptual_loss": self.perceptual_loss,
+            "perceptual_weight": self.perceptual_weight,
             "discriminator_weight": self.discriminator_weight,
             "discriminator_start": self.discriminator_start,
         }
@@ -412,6 +414,7 @@ def build_autoencoder(
     discriminator_start=0,
     discriminator_weight=0.8,
     perceptual_loss=None,
+    perceptual_weight=1.0,
     code_dim=None,
     normalize_codes=False,
     kmeans_init=False,
@@ -463,6 +466,9 @@ def build_autoencoder(
         perceptual_loss: the adversarial families: a `PerceptualLoss` (e.g.
             `PerceptualLoss.from_classifier("mnist_classifier")`), or None
             for none.
+        perceptual_weight: the adversarial families: the factor of the
+            perceptual term against the L1 pixel term (the fidelity to
+            pixels traded for fidelity in the feature network).
         code_dim: the codebook options (`CODEBOOK_OPTIONS`), passed to the
             `VectorQuantizer` or `EMAVectorQuantizer` of "vqvae",
             "ema-vqvae", "vqgan" and both levels of "vqvae2": the width of
@@ -521,6 +527,7 @@ def build_autoencoder(
         discriminator_start=discriminator_start,
         discriminator_weight=discriminator_weight,
         perceptual_loss=perceptual_loss,
+        perceptual_weight=perceptual_weight,
         codebook_options=codebook_options,
         decoder=ConvDecoder(
             image_shape[-1],
