@@ -510,6 +510,13 @@ def build_parser():
         "digits; default: none)",
     )
     training.add_argument(
+        "--perceptual-weight",
+        type=_positive_float,
+        metavar="W",
+        help="vqgan, adversarial-klvae: the factor of the perceptual loss against the L1 pixel "
+        "loss (default: 1; needs --perceptual-features)",
+    )
+    training.add_argument(
         "--discriminator-learning-rate",
         type=_positive_float,
         metavar="RATE",

@@ -182,6 +182,7 @@ def _check_optimizer_settings(args):
     adversarial_only = {
         "--perceptual-features": args.perceptual_features,
         "--discriminator-learning-rate": args.discriminator_learning_rate,
+        "--perceptual-weight": args.perceptual_weight,
     }
     for flag, value in adversarial_only.items():
         if value is not None and args.family not in ADVERSARIAL_FAMILIES:
@@ -189,6 +190,11 @@ def _check_optimizer_settings(args):
                 f"{flag} applies to the families {', '.join(ADVERSARIAL_FAMILIES)}. "
                 f"Received: --family {args.family}."
             )
+    if args.perceptual_weight is not None and args.perceptual_features is None:
+        raise ValueError(
+            "--perceptual-weight weighs the loss that --perceptual-features adds. "
+            f"Received --perceptual-weight {args.perceptual_weight} without --perceptual-features."
+        )
 
 
 def _adversarial_settings(args):
@@ -201,7 +207,13 @@ def _adversarial_settings(args):
         "adversarial_weight": args.adversarial_weight,
         "discriminator_learning_rate": args.discriminator_learning_rate or args.learning_rate,
         "perceptual_features": args.perceptual_features,
+        "perceptual_weight": _perceptual_weight(args),
     }
+
+
+def _perceptual_weight(args):
+    """The perceptual loss's factor (the model's default, 1, when not given)."""
+    return 1.0 if args.perceptual_weight is None else args.perceptual_weight
 
 
 def _gumbel_settings(args):
@@ -301,6 +313,7 @@ def run(args):
             discriminator_start=args.discriminator_start,
             discriminator_weight=args.adversarial_weight,
             perceptual_loss=perceptual_loss,
+            perceptual_weight=_perceptual_weight(args),
             seed=args.seed,
             **codebook_options,
         )

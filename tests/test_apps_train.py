@@ -144,7 +144,7 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
         "0.5",
         "0.9",
     ]
-    gan += ["--discriminator-learning-rate", "3e-3"]
+    gan += ["--discriminator-learning-rate", "3e-3", "--perceptual-weight", "0.5"]
     arguments = ["train", "--family", "vqgan", "--data", data, "--out", str(out), *gan]
     sizes = ["--channels", "4,8", "--latent-dim", "4", "--num-embeddings", "8"]
     common = [*arguments, *sizes, "--batch-size", "6", "--quiet"]
@@ -167,6 +167,7 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
     assert metadata["training"]["adversarial_weight"] == 0.5
     assert metadata["training"]["adam_betas"] == [0.5, 0.9]
     assert metadata["training"]["discriminator_learning_rate"] == 3e-3
+    assert metadata["training"]["perceptual_weight"] == 0.5
 
     # The perceptual loss is the adversarial families' only: another family refuses it.
     other = ["train", "--family", "ema-vqvae", "--data", data, "--out", str(tmp_path / "b")]
@@ -178,7 +179,11 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
     assert "--discriminator-learning-rate applies to the families vqgan" in error
     assert main([*other, "--adam-betas", "0.5", "1.0", "--quiet"]) == 2
     assert "--adam-betas must both lie in [0, 1). Received: 0.5 1.0." in capsys.readouterr().err
-    assert not (tmp_path / "b").exists()
+    gan_without_features = ["train", "--family", "vqgan", "--data", data, "--out", str(out) + "2"]
+    assert main([*gan_without_features, "--perceptual-weight", "0.5", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "Received --perceptual-weight 0.5 without --perceptual-features." in error
+    assert not (tmp_path / "b").exists() and not (tmp_path / "vqgan2").exists()
 
 
 # `vqkeras train --distribute` on two fake CPU devices, in a fresh interpreter:
