@@ -99,6 +99,10 @@ def test_the_logits_of_encoding_and_decoding_are_bit_identical(presets):
     np.testing.assert_array_equal(steps.decode(5, labels, teacher), codes)
     incremental = np.stack(seen, axis=1).reshape(5, 4, 4, 1, 16)
     assert np.array_equal(steps.all_logits(codes, labels), incremental)
+    # The steps compute the prior's own distribution: its forward pass over
+    # whole grids (other matrix shapes, so equal up to the last bits).
+    full = to_numpy(prior((codes, labels)))
+    np.testing.assert_allclose(incremental, np.reshape(full, incremental.shape), atol=1e-5)
 
 
 def test_coded_size_is_within_one_percent_of_the_prior_nll(presets, conditional):

@@ -6,33 +6,28 @@ computation for a prior: `PriorSteps` for a `PixelCNNPrior`,
 `TransformerSteps` for a `TransformerPrior` (a `MaskGITPrior` gives no
 code-by-code probabilities and cannot code).
 
-PixelCNN: encoding knows every code and computes all tables in one forward
-pass of the prior (teacher forcing).
 Decoding knows only the codes before the current one and runs the prior one
-code at a time, as `PixelCNNPrior.sample` does: the vertical stacks once per
+code at a time, as its sampling does. PixelCNN: the vertical stacks once per
 row on the whole grids, the horizontal stacks once per position on the
-current row, the head once per code on the current position.
+current row, the head once per code on the current position. Transformer:
+one step per code on the key/value cache.
 
-The two computations differ only in the codes not yet known, which reach
-the current logits through nothing but kernel weights masked to exactly zero
-(horizontal stacks) or not at all (vertical stacks, depth head); exact zeros
-add nothing to a float sum. Run eagerly, or as a TensorFlow graph (which
-runs the same kernels), they gave bit-identical logits on TensorFlow, JAX
-and PyTorch on CPU for every code tested (tests/test_compression.py checks
-it on each backend); XLA (JAX's `jit`) could fuse the two computations
-differently and change the last bits, so JAX runs eagerly. They are not
-bit-identical *across* backends (differences of about 1e-5), so a file
-records the backend that wrote it and is decoded on that backend only.
-The tables are integer frequencies computed from the float32 logits in
-float64 NumPy (`probability_tables`). As the last guard, a file stores a
-CRC32 of its codes, checked after decoding: logits that differed after all
-(another library version or CPU) give a clear error, never wrong images.
-
-Transformer: a full forward pass and the key/value-cache steps of sampling
-multiply matrices of other shapes, so their logits differ in the last bits.
-Encoding therefore runs the very steps that decoding runs, one code at a
-time on the cache, with the known codes fed in: the same computation on the
-same inputs, hence the same bits (on one backend and machine, as above).
+Encoding knows every code, but one forward pass of the prior over whole
+grids multiplies matrices of other shapes than those steps, and the kernels
+may then sum in another order: the last bits of the logits differ (PyTorch
+on one thread, for the PixelCNN; the Transformer on every backend). So
+encoding runs the very steps that decoding runs, with the known codes fed
+in: the same computation on the same inputs, hence the same bits on one
+backend and machine (tests/test_compression.py checks it on each backend).
+Eager, or as a TensorFlow graph (which runs the same kernels); XLA (JAX's
+`jit`) could fuse a step differently in another trace, so JAX runs eagerly.
+The logits are not bit-identical *across* backends (differences of about
+1e-5), so a file records the backend that wrote it and is decoded on that
+backend only. The tables are integer frequencies computed from the float32
+logits in float64 NumPy (`probability_tables`). As the last guard, a file
+stores a CRC32 of its codes, checked after decoding: logits that differed
+after all (another library version, CPU or thread count) give a clear
+error, never wrong images.
 """
 
 import contextlib
@@ -131,8 +126,9 @@ def steps_for(prior):
 
 
 class PriorSteps:
-    """The prior's logits, all at once (encoding) or one code at a time
-    (decoding), bit-identical between the two.
+    """A `PixelCNNPrior`'s logits one code at a time, with the codes known
+    (encoding) or decoded so far (decoding): the same steps either way,
+    hence bit-identical logits.
 
     Args:
         prior: a built `PixelCNNPrior` without a condition grid.
@@ -140,7 +136,6 @@ class PriorSteps:
 
     def __init__(self, prior):
         self.prior = prior
-        self._full_logits = _compiled(prior._logits)
         self._row_pre_activations = _compiled(self._row_pre_activations_of)
         self._row_features = _compiled(self._row_features_of)
         self._position_logits = _compiled(self._position_logits_of)
@@ -163,10 +158,16 @@ class PriorSteps:
     def all_logits(self, grids, labels):
         """float32 logits `(batch, h, w, levels, K)` of every code of int
         `grids` given int `labels` `(batch,)` (None for an unconditional
-        prior): one forward pass of the prior (teacher forcing)."""
-        with _no_grad():
-            logits = self._full_logits(ops.convert_to_tensor(grids, "int32"), _labels(labels), None)
-        return _numpy(logits).reshape(*np.shape(grids)[:3], self.prior.levels, -1)
+        prior), from the decoding steps fed the known codes."""
+        flat = np.asarray(grids, dtype=np.int32).reshape(len(grids), -1)
+        logits = []
+
+        def known(step_logits):
+            logits.append(step_logits)
+            return flat[:, len(logits) - 1]
+
+        self.decode(len(flat), labels, known)
+        return np.stack(logits, axis=1).reshape(*np.shape(grids)[:3], self.prior.levels, -1)
 
     def decode(self, batch, labels, next_codes):
         """Code grids `(batch, *code_shape)` decoded in raster order (levels
