@@ -232,7 +232,7 @@ def compile_with_cosine_adam(
     model.fit(x_train, epochs=10, batch_size=128)
     ```
     """
-    schedule = {"decay_steps": decay_steps, "final_fraction": final_fraction, "betas": betas}
+    shared = {"decay_steps": decay_steps, "final_fraction": final_fraction, "betas": betas}
     if discriminator_learning_rate is not None:
         groups = [group.name for group in getattr(model, "optimizer_groups", ())]
         if "discriminator" not in groups:
@@ -242,9 +242,9 @@ def compile_with_cosine_adam(
                 f"whose optimizer groups are {groups or 'none'}."
             )
         compile_kwargs["discriminator_optimizer"] = cosine_adam(
-            learning_rate=discriminator_learning_rate, **schedule
+            learning_rate=discriminator_learning_rate, **shared
         )
-    model.compile(optimizer=cosine_adam(learning_rate=learning_rate, **schedule), **compile_kwargs)
+    model.compile(optimizer=cosine_adam(learning_rate=learning_rate, **shared), **compile_kwargs)
 
 
 def fit_resumable(
