@@ -82,6 +82,9 @@ class PriorRecipe:
         prior_arguments: its constructor's sizes and options, besides the
             codes, classes, image size and name (see the class).
         learning_rate: the initial learning rate of the cosine schedule.
+        mirrored_training_images: also train on the codes of the training
+            images mirrored left to right (twice the grids, for classes that
+            look the same in a mirror, as CIFAR-10's; not for digits).
     """
 
     name: str
@@ -101,6 +104,7 @@ class PriorRecipe:
         }
     )
     learning_rate: float = LEARNING_RATE
+    mirrored_training_images: bool = False
 
 
 def parse_args(recipe, description, argv=None):
@@ -119,8 +123,10 @@ def parse_args(recipe, description, argv=None):
     return args
 
 
-def export_codes(data_path, image_shape, vqvae, path):
-    """Code grids and labels of the train / validation / test splits, cached in `path`."""
+def export_codes(data_path, image_shape, vqvae, path, mirrored=False):
+    """Code grids and labels of the train / validation / test splits, cached in
+    `path`; with `mirrored`, also `train_mirrored_codes`: the codes of the
+    training images mirrored left to right."""
     if os.path.exists(path):
         with np.load(path, allow_pickle=False) as codes:
             return {name: codes[name] for name in codes.files}
@@ -129,6 +135,8 @@ def export_codes(data_path, image_shape, vqvae, path):
     for split in ("train", "val", "test"):
         codes[f"{split}_codes"] = encode_indices(vqvae, data[f"x_{split}"])
         codes[f"{split}_labels"] = data[f"y_{split}"]
+    if mirrored:
+        codes["train_mirrored_codes"] = encode_indices(vqvae, data["x_train"][:, :, ::-1])
     write_atomic(path, lambda f: np.savez(f, **codes), mode="wb")
     return codes
 
@@ -198,15 +206,25 @@ def main(recipe, description, argv=None):
     keras.utils.set_random_seed(args.seed)
     vqvae = vqkeras.from_preset(args.vqvae)
     start = time.perf_counter()
-    codes = export_codes(args.data, recipe.image_shape, vqvae, os.path.join(args.out, "codes.npz"))
+    codes = export_codes(
+        args.data,
+        recipe.image_shape,
+        vqvae,
+        os.path.join(args.out, "codes.npz"),
+        mirrored=recipe.mirrored_training_images,
+    )
     export_time = time.perf_counter() - start
-    grid_shape = codes["train_codes"].shape[1:]
-    steps_per_epoch = math.ceil(len(codes["train_codes"]) / args.batch_size)
+    train_codes, train_labels = codes["train_codes"], codes["train_labels"]
+    if recipe.mirrored_training_images:
+        train_codes = np.concatenate([train_codes, codes["train_mirrored_codes"]])
+        train_labels = np.concatenate([train_labels, train_labels])
+    grid_shape = train_codes.shape[1:]
+    steps_per_epoch = math.ceil(len(train_codes) / args.batch_size)
     prior = build_prior(
         recipe, vqvae.num_embeddings, grid_shape, args.schedule_epochs * steps_per_epoch
     )
     print(
-        f"backend={keras.config.backend()} grids train={len(codes['train_codes'])} "
+        f"backend={keras.config.backend()} grids train={len(train_codes)} "
         f"val={len(codes['val_codes'])} test={len(codes['test_codes'])} grid={grid_shape} "
         f"K={vqvae.num_embeddings} params={prior.count_params()}",
         flush=True,
@@ -215,9 +233,9 @@ def main(recipe, description, argv=None):
     start = time.perf_counter()
     history, timer = fit_resumable(
         prior,
-        codes["train_codes"],
+        train_codes,
         args.out,
-        y=codes["train_labels"],
+        y=train_labels,
         epochs=args.epochs,
         batch_size=args.batch_size,
         validation_data=(codes["val_codes"], codes["val_labels"]),
@@ -247,7 +265,8 @@ def main(recipe, description, argv=None):
         "schedule_epochs": args.schedule_epochs,
         "batch_size": args.batch_size,
         "seed": args.seed,
-        "train_grids": len(codes["train_codes"]),
+        "train_grids": len(train_codes),
+        "mirrored_training_images": recipe.mirrored_training_images,
         "validation_grids": len(codes["val_codes"]),
         "test_grids": len(codes["test_codes"]),
         "grid_shape": list(grid_shape),
@@ -273,7 +292,12 @@ def main(recipe, description, argv=None):
             **({"classifier": args.classifier} if args.classifier else {}),
             **sample_check(recipe, prior, vqvae, args.vqvae),
             "dataset": f"{recipe.dataset} code grids of {args.vqvae}, train split minus its "
-            f"last {VALIDATION_SIZE} images, with class labels",
+            f"last {VALIDATION_SIZE} images, with class labels"
+            + (
+                " (and the codes of those images mirrored)"
+                if recipe.mirrored_training_images
+                else ""
+            ),
             "evaluation": f"{recipe.dataset} test split, all {len(codes['test_codes'])} images "
             "(codes and labels), vqkeras.evaluation.evaluate_prior"
             + (judged if args.classifier else ""),
