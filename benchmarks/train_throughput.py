@@ -32,6 +32,16 @@ of a training step (batch time from the throughput) is the share. The quantizer 
 timed apart from the model, so the share leaves out what the compiler could fuse
 across its borders: read it as an estimate.
 
+Against the fastest backend and the machine: "x fastest" is a backend's images
+per second over the fastest backend's on the same recipe in the same run (issue
+18's target: the slowest at 0.75 or more). The floating-point work of a training
+step is counted once, by XLA's cost analysis of the JAX backend's compiled
+`train_step` (in its own JAX process, whichever backends run; a multiply-add
+counts 2), divided by the batch: GFLOP per image. GFLOP/s is that work times
+images per second. Beside it, each backend's own float32 1024x1024 matrix
+product through `keras.ops`, timed in the same process (`matmul GFLOP/s`): the
+practical ceiling of the machine for that library.
+
 How to run
 ----------
     python benchmarks/train_throughput.py                    # all backends, both VQ-VAEs
@@ -56,7 +66,7 @@ import tempfile
 import time
 
 import numpy as np
-from worker_setup import log, start_worker, thread_env
+from worker_setup import log, matmul_gflops, start_worker, thread_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RECIPES = (
@@ -155,13 +165,13 @@ def epoch_timer(seconds):
     return EpochTimer()
 
 
-def run_recipe(name, args):
+def build_recipe_model(name, args, decay_steps):
+    """The recipe (changed as `VARIANTS` says) and its model, compiled as the recipe compiles it."""
     import dataclasses
     import importlib
 
     import keras
 
-    from vqkeras.layers import EMAVectorQuantizer
     from vqkeras.training import compile_with_cosine_adam
     from vqkeras.zoo import autoencoder_recipe
 
@@ -169,16 +179,46 @@ def run_recipe(name, args):
     recipe = importlib.import_module(f"vqkeras.zoo.{zoo_name}.recipe").RECIPE
     recipe = dataclasses.replace(recipe, init_from=None, **changes)
     keras.utils.set_random_seed(args.seed)
-    steps = -(-args.images // args.batch_size)
     model = autoencoder_recipe.build_model(recipe, args.seed)
     compile_with_cosine_adam(
         model,
-        (1 + args.epochs) * steps,
+        decay_steps,
         learning_rate=recipe.learning_rate,
         final_fraction=autoencoder_recipe.FINAL_LEARNING_RATE_FRACTION,
         betas=recipe.betas,
         discriminator_learning_rate=recipe.discriminator_learning_rate,
     )
+    return recipe, model
+
+
+def training_flops_per_image(name, args):
+    """Floating-point operations of one training step of `name`'s model per
+    image, by XLA's cost analysis of the JAX backend's compiled `train_step`
+    on a batch of `args.batch_size` images (JAX backend only)."""
+    import jax
+
+    recipe, model = build_recipe_model(name, args, decay_steps=1)
+    images = np.zeros((args.batch_size, *recipe.image_shape), np.uint8)
+    model.fit(images, batch_size=args.batch_size, epochs=1, verbose=0)  # builds every state
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+        [v.value for v in model.metrics_variables],
+    )
+    costs = jax.jit(model.train_step).lower(state, (jax.numpy.asarray(images),))
+    costs = costs.compile().cost_analysis()
+    costs = costs[0] if isinstance(costs, list) else costs  # older jax: one dict per device
+    flops = costs["flops"] / args.batch_size
+    log(f"  {name}: {flops / 1e6:.1f} MFLOP per image per training step (XLA cost analysis)")
+    return flops
+
+
+def run_recipe(name, args):
+    from vqkeras.layers import EMAVectorQuantizer
+
+    steps = -(-args.images // args.batch_size)
+    recipe, model = build_recipe_model(name, args, decay_steps=(1 + args.epochs) * steps)
     rng = np.random.default_rng(args.seed)
     images = rng.integers(0, 256, (args.images, *recipe.image_shape), dtype=np.uint8)
     seconds = []
@@ -227,20 +267,29 @@ def run_backend(args):
 
     import keras
 
+    if args.count_flops:
+        return {name: training_flops_per_image(name, args) for name in args.recipes}
     module = importlib.import_module(args.backend)
+    results = [run_recipe(name, args) for name in args.recipes]
+    gflops = matmul_gflops()
+    log(f"  float32 1024x1024 matmul: {gflops:.1f} GFLOP/s")
     return {
         "keras": keras.__version__,
         args.backend: module.__version__,
-        "results": [run_recipe(name, args) for name in args.recipes],
+        "matmul_gflops": gflops,
+        "results": results,
     }
 
 
-def spawn(backend, args):
-    """Runs this script for one backend in a fresh process; its report, or None."""
+def spawn(backend, args, count_flops=False):
+    """Runs this script for one backend in a fresh process (with `count_flops`,
+    only to count each recipe's training FLOPs); its report, or None."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
         command = [sys.executable, os.path.abspath(__file__), "--worker", "--json", path]
         command += ["--backend", backend, "--recipes", *args.recipes]
+        if count_flops:
+            command.append("--count-flops")
         for option in ("images", "batch_size", "epochs", "repeats", "seed", "threads"):
             value = getattr(args, option)
             if value is not None:
@@ -263,24 +312,43 @@ def markdown(report):
         f"{report['epochs']} epochs after a first one (tracing) not counted; threads: "
         f"{report['threads'] or 'each library default'}.",
         "",
-        "| backend | recipe | images/s | step ms | x vqvae | quantizer ms "
-        "| quantizer share | first epoch s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | recipe | images/s | x fastest | GFLOP/s | matmul GFLOP/s | step ms "
+        "| x vqvae | quantizer ms | quantizer share | first epoch s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    fastest = {}
+    for backend_report in filter(None, report["backends"].values()):
+        for row in backend_report["results"]:
+            name = row["recipe"]
+            fastest[name] = max(fastest.get(name, 0.0), row["images_per_second"])
+    flops = report.get("flops_per_image") or {}
     for backend, backend_report in report["backends"].items():
         if backend_report is None:
-            lines.append(f"| {backend} | worker failed | | | | | | |")
+            lines.append(f"| {backend} | worker failed |" + " |" * 10)
             continue
         steps = {row["recipe"]: row["step_ms"] for row in backend_report["results"]}
         for row in backend_report["results"]:
+            name = row["recipe"]
             ratio = ""
-            if row["recipe"].startswith("vqgan") and ADVERSARIAL_REFERENCE in steps:
+            if name.startswith("vqgan") and ADVERSARIAL_REFERENCE in steps:
                 ratio = f"{row['step_ms'] / steps[ADVERSARIAL_REFERENCE]:.2f}"
-            lines.append(
-                f"| {backend} | {row['recipe']} | {row['images_per_second']:.0f} "
-                f"| {row['step_ms']:.1f} | {ratio} | {row['quantizer_ms']:.1f} "
-                f"| {row['quantizer_share']:.0%} | {row['first_epoch_s']:.1f} |"
+            gflops = (
+                f"{flops[name] * row['images_per_second'] / 1e9:.1f}" if name in flops else ""
             )
+            lines.append(
+                f"| {backend} | {name} | {row['images_per_second']:.0f} "
+                f"| {row['images_per_second'] / fastest[name]:.2f} | {gflops} "
+                f"| {backend_report['matmul_gflops']:.0f} | {row['step_ms']:.1f} | {ratio} "
+                f"| {row['quantizer_ms']:.1f} | {row['quantizer_share']:.0%} "
+                f"| {row['first_epoch_s']:.1f} |"
+            )
+    if flops:
+        lines += [
+            "",
+            "Training FLOPs per image (XLA cost analysis of the JAX train step): "
+            + ", ".join(f"{name} {value / 1e6:.1f} MFLOP" for name, value in flops.items())
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -298,6 +366,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="cap every library's threads")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("images", "batch_size", "epochs", "repeats", "threads"):
         value = getattr(args, name)
@@ -322,6 +391,8 @@ def main(argv=None):
         "backends": {},
     }
     log(f"load average before: {report['machine']['load_before']}")
+    log("counting the training FLOPs (JAX)")
+    report["flops_per_image"] = spawn("jax", args, count_flops=True)
     for backend in [args.backend] if args.backend else BACKENDS:
         log(backend)
         report["backends"][backend] = spawn(backend, args)

@@ -41,3 +41,29 @@ def start_worker(backend, threads):
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def matmul_gflops(size=1024, repeats=10):
+    """The practical ceiling of this machine for the running backend: GFLOP/s
+    of a float32 `(size, size) @ (size, size)` product through `keras.ops`
+    (2 * size**3 floating-point operations), median of `repeats` warm calls."""
+    import statistics
+    import time
+
+    import numpy as np
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    a, b = (ops.convert_to_tensor(rng.standard_normal((size, size), np.float32)) for _ in "ab")
+
+    def product():
+        # Reading one element back waits for the whole product on every backend.
+        return ops.convert_to_numpy(ops.matmul(a, b)[0, 0])
+
+    product()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
