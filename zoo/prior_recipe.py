@@ -85,6 +85,9 @@ class PriorRecipe:
         mirrored_training_images: also train on the codes of the training
             images mirrored left to right (twice the grids, for classes that
             look the same in a mirror, as CIFAR-10's; not for digits).
+        depth: for an `RQVAE`'s stacked codes, the number of levels (coarse
+            to fine) the prior models, which is then its `depth`; None for a
+            model of one code per position.
     """
 
     name: str
@@ -105,6 +108,18 @@ class PriorRecipe:
     )
     learning_rate: float = LEARNING_RATE
     mirrored_training_images: bool = False
+    depth: int | None = None
+
+
+def first_levels(codes, depth):
+    """`codes` (a dict of arrays; `*_codes` entries are code grids) with only
+    the first `depth` levels of stacked codes; as they are for `depth` None."""
+    if depth is None:
+        return codes
+    return {
+        name: values[..., :depth] if name.endswith("_codes") else values
+        for name, values in codes.items()
+    }
 
 
 def parse_args(recipe, description, argv=None):
@@ -165,7 +180,8 @@ def sample_check(recipe, prior, vqvae, vqvae_name):
     if not prior.nll_is_likelihood:
         return {}
     images, labels = vqkeras.samples.load(recipe.sample)
-    nll = evaluate_prior(prior, encode_indices(vqvae, images), labels)["nll_nats_per_code"]
+    codes = first_levels({"sample_codes": encode_indices(vqvae, images)}, recipe.depth)
+    nll = evaluate_prior(prior, codes["sample_codes"], labels)["nll_nats_per_code"]
     return {
         "sample_check": {
             "sample": recipe.sample,
@@ -185,6 +201,7 @@ def build_prior(recipe, num_embeddings, grid_shape, total_steps):
         grid_shape=grid_shape,
         num_classes=recipe.num_classes,
         **recipe.prior_arguments,
+        **({} if recipe.depth is None else {"depth": recipe.depth}),
         **({} if image_size is None else {"image_size": image_size}),
         name=recipe.name,
     )
@@ -214,11 +231,12 @@ def main(recipe, description, argv=None):
         mirrored=recipe.mirrored_training_images,
     )
     export_time = time.perf_counter() - start
+    codes = first_levels(codes, recipe.depth)
     train_codes, train_labels = codes["train_codes"], codes["train_labels"]
     if recipe.mirrored_training_images:
         train_codes = np.concatenate([train_codes, codes["train_mirrored_codes"]])
         train_labels = np.concatenate([train_labels, train_labels])
-    grid_shape = train_codes.shape[1:]
+    grid_shape = train_codes.shape[1:3]
     steps_per_epoch = math.ceil(len(train_codes) / args.batch_size)
     prior = build_prior(
         recipe, vqvae.num_embeddings, grid_shape, args.schedule_epochs * steps_per_epoch
@@ -270,6 +288,7 @@ def main(recipe, description, argv=None):
         "validation_grids": len(codes["val_codes"]),
         "test_grids": len(codes["test_codes"]),
         "grid_shape": list(grid_shape),
+        "depth": recipe.depth,
         "num_embeddings": vqvae.num_embeddings,
         "prior_class": recipe.prior_class.__name__,
         "prior_arguments": recipe.prior_arguments,
