@@ -332,9 +332,7 @@ def markdown(report):
             ratio = ""
             if name.startswith("vqgan") and ADVERSARIAL_REFERENCE in steps:
                 ratio = f"{row['step_ms'] / steps[ADVERSARIAL_REFERENCE]:.2f}"
-            gflops = (
-                f"{flops[name] * row['images_per_second'] / 1e9:.1f}" if name in flops else ""
-            )
+            gflops = f"{flops[name] * row['images_per_second'] / 1e9:.1f}" if name in flops else ""
             lines.append(
                 f"| {backend} | {name} | {row['images_per_second']:.0f} "
                 f"| {row['images_per_second'] / fastest[name]:.2f} | {gflops} "
