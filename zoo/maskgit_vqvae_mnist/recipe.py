@@ -34,27 +34,15 @@ import sys
 if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from vqkeras.models import MaskGITPrior
-from vqkeras.zoo.prior_recipe import PriorRecipe, main
+import dataclasses
 
-RECIPE = PriorRecipe(
-    name="maskgit_vqvae_mnist",
-    vqvae="vqvae_mnist",
-    image_shape=(28, 28, 1),
-    num_classes=10,
-    sample="mnist",
-    dataset="MNIST",
-    classifier="mnist_classifier",
-    prior_class=MaskGITPrior,
-    prior_arguments={
-        "embed_dim": 128,
-        "num_heads": 4,
-        "num_layers": 4,
-        "mlp_ratio": 4,
-        "dropout": 0.1,
-        "label_dropout": 0.1,
-    },
-    learning_rate=5e-4,
+from vqkeras.models import MaskGITPrior
+from vqkeras.zoo.prior_recipe import main
+from vqkeras.zoo.transformer_vqvae_mnist.recipe import RECIPE as TRANSFORMER_VQVAE_MNIST
+
+# transformer_vqvae_mnist's data, sizes and schedule; a bidirectional MaskGIT instead.
+RECIPE = dataclasses.replace(
+    TRANSFORMER_VQVAE_MNIST, name="maskgit_vqvae_mnist", prior_class=MaskGITPrior
 )
 
 if __name__ == "__main__":

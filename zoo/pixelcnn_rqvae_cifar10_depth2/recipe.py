@@ -37,16 +37,14 @@ import sys
 if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from vqkeras.zoo.prior_recipe import PriorRecipe, main
+import dataclasses
 
-RECIPE = PriorRecipe(
-    name="pixelcnn_rqvae_cifar10_depth2",
-    vqvae="rqvae_cifar10",
-    image_shape=(32, 32, 3),
-    num_classes=10,
-    sample="cifar10",
-    dataset="CIFAR-10 JPEG-derived copy",
-    depth=2,
+from vqkeras.zoo.pixelcnn_vqvae_cifar10.recipe import RECIPE as PIXELCNN_VQVAE_CIFAR10
+from vqkeras.zoo.prior_recipe import main
+
+# pixelcnn_vqvae_cifar10's data and PixelCNN, over the RQ-VAE's 2 coarsest levels.
+RECIPE = dataclasses.replace(
+    PIXELCNN_VQVAE_CIFAR10, name="pixelcnn_rqvae_cifar10_depth2", vqvae="rqvae_cifar10", depth=2
 )
 
 if __name__ == "__main__":

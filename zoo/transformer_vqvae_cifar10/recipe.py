@@ -38,16 +38,17 @@ import sys
 if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from vqkeras.models import TransformerPrior
-from vqkeras.zoo.prior_recipe import PriorRecipe, main
+import dataclasses
 
-RECIPE = PriorRecipe(
+from vqkeras.models import TransformerPrior
+from vqkeras.zoo.pixelcnn_vqvae_cifar10.recipe import RECIPE as PIXELCNN_VQVAE_CIFAR10
+from vqkeras.zoo.prior_recipe import main
+
+# pixelcnn_vqvae_cifar10's codes and data, mirrored images added; a Transformer
+# judged by cifar10_classifier.
+RECIPE = dataclasses.replace(
+    PIXELCNN_VQVAE_CIFAR10,
     name="transformer_vqvae_cifar10",
-    vqvae="vqvae_cifar10",
-    image_shape=(32, 32, 3),
-    num_classes=10,
-    sample="cifar10",
-    dataset="CIFAR-10 JPEG-derived copy",
     classifier="cifar10_classifier",
     prior_class=TransformerPrior,
     prior_arguments={
