@@ -66,7 +66,7 @@ import tempfile
 import time
 
 import numpy as np
-from worker_setup import log, matmul_gflops, start_worker, thread_env
+from worker_setup import log, matmul_gflops, median_ms, start_worker, thread_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RECIPES = (
@@ -79,18 +79,6 @@ RECIPES = (
 VARIANTS = {"vqgan_cifar10-no-perceptual": ("vqgan_cifar10", {"perceptual_features": None})}
 # Each adversarial recipe's step is compared with this recipe's.
 ADVERSARIAL_REFERENCE = "vqvae_cifar10"
-
-
-def median_ms(fn, repeats, warmup):
-    """Median wall time in ms of `fn()` over `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def quantizer_step(quantizer, latents, jit_compile):

@@ -43,13 +43,25 @@ def start_worker(backend, threads):
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+def median_ms(fn, repeats, warmup):
+    """Median wall time in ms of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
 def matmul_gflops(size=1024, repeats=10):
     """The practical ceiling of this machine for the running backend: GFLOP/s
     of a float32 `(size, size) @ (size, size)` product through `keras.ops`
     (2 * size**3 floating-point operations), median of `repeats` warm calls."""
-    import statistics
-    import time
-
     import numpy as np
     from keras import ops
 
@@ -60,10 +72,4 @@ def matmul_gflops(size=1024, repeats=10):
         # Reading one element back waits for the whole product on every backend.
         return ops.convert_to_numpy(ops.matmul(a, b)[0, 0])
 
-    product()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return 2 * size**3 / median_ms(product, repeats, warmup=1) / 1e6
