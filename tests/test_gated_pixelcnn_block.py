@@ -86,6 +86,49 @@ def test_horizontal_stack_on_one_row_equals_that_row_of_the_whole_block():
     np.testing.assert_allclose(to_numpy(row), horizontal[:, 3:4], atol=1e-5)
 
 
+def randomize_weights(layer, seed):
+    """Every weight random (biases are zeros when built), so that a step that
+    forgot one differs."""
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_row_and_position_steps_equal_the_whole_block(mask_type):
+    # What a sampler runs: the vertical stack on one row from the padded
+    # rows it sees, the horizontal stack on one position from the columns
+    # up to it. Tolerance: matrix products of other shapes than the
+    # convolutions may round differently in the last bits.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+    condition = rng.normal(size=(2, 5, 6, 3)).astype("float32")
+    labels = np.array([1, 0], dtype="int32")
+    kernel_size, half = 5, 2
+    block = GatedPixelCNNBlock(
+        mask_type, filters=4, kernel_size=kernel_size, num_classes=2, condition_channels=3
+    )
+    block((x, x), labels, condition)  # builds it
+    randomize_weights(block, seed=4)
+    vertical, horizontal = (to_numpy(t) for t in block((x, x), labels, condition))
+    top, side = block.vertical_padding()
+    assert (top, side) == (half + (mask_type == "A"), half)
+    padded = np.pad(x, ((0, 0), (top, 0), (side, side), (0, 0)))
+    weights = block.position_weights()
+    left_padded = np.pad(x, ((0, 0), (0, 0), (half, 0), (0, 0)))
+    for row in range(5):
+        window = padded[:, row : row + half + 1]
+        row_condition = condition[:, row : row + 1]
+        output, pre_activation = block.vertical_stack_row(window, labels, row_condition)
+        np.testing.assert_allclose(to_numpy(output)[:, 0], vertical[:, row], atol=1e-5)
+        terms = block.horizontal_row_terms(pre_activation, labels, row_condition)
+        for column in range(6):
+            step = block.horizontal_stack_position(
+                left_padded[:, row, column : column + half + 1], terms[:, 0, column], weights
+            )
+            np.testing.assert_allclose(to_numpy(step), horizontal[:, row, column], atol=1e-5)
+
+
 def test_output_shapes_and_residual_of_type_b():
     x = np.random.default_rng(2).normal(size=(2, 4, 5, 6)).astype("float32")
     block = GatedPixelCNNBlock("B", filters=6)

@@ -361,6 +361,48 @@ def test_greedy_samples_are_the_argmax_of_their_own_logits(kind):
     np.testing.assert_array_equal(np.argmax(to_numpy(prior(inputs)), axis=-1), codes)
 
 
+@pytest.mark.parametrize("kind", ["plain", "class", "depth", "condition"])
+def test_row_and_position_steps_give_the_forward_pass_logits(kind):
+    # Sampling and prior coding run the prior as `vertical_row_step` per row,
+    # `horizontal_position_step` per position and `position_logits` per
+    # code, each reading what the steps before left in buffers. Fed known
+    # codes, they must give the logits of one forward pass, to float
+    # rounding (products of other shapes than the convolutions).
+    prior = {
+        "plain": lambda: tiny_prior(grid_shape=(3, 4), kernel_size=5),
+        "class": lambda: tiny_prior(num_classes=3, grid_shape=(3, 4)),
+        "depth": depth_prior,
+        "condition": lambda: grid_conditioned_prior(num_classes=3),
+    }[kind]()
+    prior.build()
+    rng = np.random.default_rng(5)
+    for weight in prior.weights:  # biases too, which are built as zeros
+        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    codes = random_codes((3, *prior.code_shape), K, seed=6)
+    labels = np.array([2, 0, 1], dtype="int32") if kind in ("class", "condition") else None
+    condition = random_codes((3, 2, 2), TOP_K, seed=7) if kind == "condition" else None
+    inputs = codes if labels is None else (codes, labels)
+    if condition is not None:
+        inputs = (codes, condition, labels)
+    expected = to_numpy(prior(inputs)).reshape(3, *prior.grid_shape, prior.levels, K)
+    features = None if condition is None else prior.condition_features(condition)
+    weights = prior.position_weights()
+    buffers = prior.initial_step_state(3)
+    for row in range(prior.grid_shape[0]):
+        terms, buffers = prior.vertical_row_step(codes, buffers, row, labels, features)
+        row_buffers = prior.initial_row_buffers(3)
+        for column in range(prior.grid_shape[1]):
+            position, row_buffers = prior.horizontal_position_step(
+                codes[:, row], row_buffers, terms, column, weights
+            )
+            here = codes[:, row, column] if kind == "depth" else None
+            np.testing.assert_allclose(
+                to_numpy(prior.position_logits(position, here)),
+                expected[:, row, column],
+                atol=1e-5,
+            )
+
+
 def test_depth_samples_are_valid_and_seeds_reproduce_them():
     prior = depth_prior()
     first = to_numpy(prior.sample(5, seed=3))

@@ -20,7 +20,9 @@ import struct
 import zlib
 
 MAGIC = b"VQKC"
-FORMAT_VERSION = 1
+# Version 2: a PixelCNN prior's probabilities come from its one-row and
+# one-position steps, whose last bits differ from version 1's whole-row steps.
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct(">4sBII")
 # A header is a few hundred bytes; a larger length is corruption.
 _MAX_HEADER_BYTES = 1 << 20
@@ -92,7 +94,7 @@ def unpack(data, source="the file"):
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{source} has format version {version}; this vqkeras reads version "
-            f"{FORMAT_VERSION} only."
+            f"{FORMAT_VERSION} only (version 1 files come from an earlier vqkeras)."
         )
     end = _PREFIX.size + header_bytes
     if header_bytes > _MAX_HEADER_BYTES or end > len(data):

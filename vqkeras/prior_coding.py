@@ -8,9 +8,9 @@ code-by-code probabilities and cannot code).
 
 Decoding knows only the codes before the current one and runs the prior one
 code at a time, as its sampling does. PixelCNN: the vertical stacks once per
-row on the whole grids, the horizontal stacks once per position on the
-current row, the head once per code on the current position. Transformer:
-one step per code on the key/value cache.
+row on that row, the horizontal stacks once per position on that position
+(both reading the rows and positions before from buffers), the head once per
+code. Transformer: one step per code on the key/value cache.
 
 Encoding knows every code, but one forward pass of the prior over whole
 grids multiplies matrices of other shapes than those steps, and the kernels
@@ -136,24 +136,17 @@ class PriorSteps:
 
     def __init__(self, prior):
         self.prior = prior
-        self._row_pre_activations = _compiled(self._row_pre_activations_of)
-        self._row_features = _compiled(self._row_features_of)
-        self._position_logits = _compiled(self._position_logits_of)
+        self._vertical_row_step = _compiled(self._vertical_row_step_of)
+        self._position_step = _compiled(self._position_step_of)
+        self._position_logits = _compiled(prior.position_logits)
 
-    def _row_pre_activations_of(self, grids, labels, row):
-        pre_activations = self.prior._vertical_pre_activations(
-            self.prior.embed(grids), labels, None
+    def _vertical_row_step_of(self, grids, buffers, labels, row):
+        return self.prior.vertical_row_step(grids, buffers, row, labels, None)
+
+    def _position_step_of(self, codes_row, row_buffers, row_terms, column, weights):
+        return self.prior.horizontal_position_step(
+            codes_row, row_buffers, row_terms, column, weights
         )
-        # `take` keeps the static shapes that a slice at a tensor index loses.
-        return [ops.take(pre, row, axis=1)[:, None] for pre in pre_activations]
-
-    def _row_features_of(self, codes_row, row_pre_activations, labels):
-        return self.prior._horizontal(
-            self.prior.embed(codes_row), row_pre_activations, labels, None
-        )
-
-    def _position_logits_of(self, row_features, codes_here, column):
-        return self.prior._head(ops.take(row_features, column, axis=2)[:, :, None], codes_here)
 
     def all_logits(self, grids, labels):
         """float32 logits `(batch, h, w, levels, K)` of every code of int
@@ -172,33 +165,40 @@ class PriorSteps:
     def decode(self, batch, labels, next_codes):
         """Code grids `(batch, *code_shape)` decoded in raster order (levels
         innermost): `next_codes(logits)` turns the logits `(batch, K)` of one
-        code into that code of every grid, as int32 `(batch,)`."""
-        height, width = self.prior.grid_shape
-        grids = np.zeros((batch, *self.prior.code_shape), dtype=np.int32)
+        code into that code of every grid, as int32 `(batch,)`. The prior
+        runs as its `sample` does: `vertical_row_step` once per row,
+        `horizontal_position_step` once per position, the head once per
+        code."""
+        prior = self.prior
+        height, width = prior.grid_shape
+        grids = np.zeros((batch, *prior.code_shape), dtype=np.int32)
         labels = _labels(labels)
         with _no_grad():
+            weights = prior.position_weights()
+            buffers = prior.initial_step_state(batch)
             for row in range(height):
-                row_pre = self._row_pre_activations(
-                    ops.convert_to_tensor(grids, "int32"), labels, _index(row)
+                row_terms, buffers = self._vertical_row_step(
+                    ops.convert_to_tensor(grids, "int32"), buffers, labels, _index(row)
                 )
-                codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
+                row_buffers = prior.initial_row_buffers(batch)
                 for column in range(width):
-                    row_features = self._row_features(codes_row, row_pre, labels)
-                    for level in range(self.prior.levels):
+                    features, row_buffers = self._position_step(
+                        ops.convert_to_tensor(grids[:, row], "int32"),
+                        row_buffers,
+                        row_terms,
+                        _index(column),
+                        weights,
+                    )
+                    for level in range(prior.levels):
                         codes_here = None
-                        if self.prior.depth is not None:
-                            codes_here = ops.convert_to_tensor(
-                                grids[:, row : row + 1, column : column + 1], "int32"
-                            )
-                        logits = _numpy(
-                            self._position_logits(row_features, codes_here, _index(column))
-                        )
-                        codes = next_codes(logits.reshape(batch, self.prior.levels, -1)[:, level])
-                        if self.prior.depth is None:
+                        if prior.depth is not None:
+                            codes_here = ops.convert_to_tensor(grids[:, row, column], "int32")
+                        logits = _numpy(self._position_logits(features, codes_here))
+                        codes = next_codes(logits[:, level])
+                        if prior.depth is None:
                             grids[:, row, column] = codes
                         else:
                             grids[:, row, column, level] = codes
-                    codes_row = ops.convert_to_tensor(grids[:, row : row + 1], "int32")
         return grids
 
 

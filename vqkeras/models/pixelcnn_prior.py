@@ -4,7 +4,7 @@ import keras
 from keras import layers, ops
 
 from vqkeras import validation
-from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
+from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock, pointwise
 from vqkeras.models.code_prior import CodePrior
 
 
@@ -283,7 +283,7 @@ class PixelCNNPrior(CodePrior):
             )
         return horizontal
 
-    def _head(self, features, indices):
+    def _head(self, features, indices, one_position=False):
         """float32 logits from the stacks' output `(batch, r, c, filters)`.
 
         With `depth`, level l of a position also sees the codes of levels < l
@@ -306,7 +306,10 @@ class PixelCNNPrior(CodePrior):
             )
             rows, columns = hidden.shape[1], hidden.shape[2]
             hidden = ops.reshape(hidden, (-1, rows, columns * self.depth, self.filters))
-        logits = self.head_logits(self.head_hidden(hidden))
+        if one_position:  # a sampling step's: matrix products (see `pointwise`)
+            logits = pointwise(self.head_logits, pointwise(self.head_hidden, hidden))
+        else:
+            logits = self.head_logits(self.head_hidden(hidden))
         if self.depth is not None:
             logits = ops.reshape(logits, (-1, rows, columns, self.depth, self.num_embeddings))
         return ops.cast(logits, "float32")
@@ -390,50 +393,141 @@ class PixelCNNPrior(CodePrior):
         arguments = (grids, labels, condition, uniforms, temperature)
         return self._run_compiled(arguments, {"top_k": top_k, "top_p": top_p})
 
+    # -- one row, one position at a time (sampling and prior coding) ------------
+
+    def initial_step_state(self, batch):
+        """The buffers `vertical_row_step` carries from row to row: the padded
+        vertical input of every block after the first, zeros."""
+        height, width = self.grid_shape
+        buffers = []
+        for block in self.blocks[1:]:
+            top, side = block.vertical_padding()
+            shape = (batch, top + height, 2 * side + width, self.filters)
+            buffers.append(ops.zeros(shape, dtype=self.compute_dtype))
+        return buffers
+
+    def vertical_row_step(self, grids, buffers, row, labels, condition_features):
+        """Every block's `horizontal_row_terms` at `row` `(batch, w, 2 *
+        filters)`, from the codes of the rows above it in `grids` and the
+        `buffers` that the steps of the rows above left (`initial_step_state`
+        before the first row). Returns `(row_terms, buffers)`.
+
+        Each block's vertical stack runs on its own row only, reading the
+        rows above from the buffers: a grid's vertical work is done once in
+        all, instead of once per row."""
+        row_condition = None
+        if condition_features is not None:
+            row_condition = ops.take(condition_features, row, axis=1)[:, None]
+        top, side = self.blocks[0].vertical_padding()
+        embedded = ops.pad(self.embed(grids), ((0, 0), (top, 0), (side, side), (0, 0)))
+        batch, _, padded_width, channels = ops.shape(embedded)
+        window = ops.slice(embedded, (0, row, 0, 0), (batch, side + 1, padded_width, channels))
+        row_terms, new_buffers = [], []
+        for index, block in enumerate(self.blocks):
+            if index > 0:
+                # The previous block's buffer, with this row written in.
+                window = ops.slice(
+                    new_buffers[index - 1],
+                    (0, row, 0, 0),
+                    (batch, side + 1, padded_width, self.filters),
+                )
+            output, pre_activation = block.vertical_stack_row(window, labels, row_condition)
+            row_terms.append(
+                block.horizontal_row_terms(pre_activation, labels, row_condition)[:, 0]
+            )
+            if index + 1 < len(self.blocks):
+                # This row's output, at its place in the next block's padded input.
+                top, side = self.blocks[index + 1].vertical_padding()
+                new_buffers.append(
+                    ops.slice_update(buffers[index], (0, row + top, side, 0), output)
+                )
+        return row_terms, new_buffers
+
+    def position_weights(self):
+        """Every block's `position_weights()`, for `horizontal_position_step`:
+        prepared once per sampling or coding call."""
+        return [block.position_weights() for block in self.blocks]
+
+    def initial_row_buffers(self, batch):
+        """The buffers `horizontal_position_step` starts every row with: the
+        horizontal input of every block after the first, with `k // 2` zeros
+        left of the row (k the kernel size), which are never written."""
+        shape = (batch, self.kernel_size // 2 + self.grid_shape[1], self.filters)
+        return [ops.zeros(shape, dtype=self.compute_dtype) for _ in self.blocks[1:]]
+
+    def horizontal_position_step(self, codes_row, row_buffers, row_terms, column, weights):
+        """The stacks' output `(batch, filters)` at `column` of the current
+        row, from that row's codes left of it (`codes_row`, `(batch, w)` or
+        `(batch, w, depth)`), its `row_terms` (from `vertical_row_step`), the
+        `row_buffers` the row's earlier steps left (`initial_row_buffers` at
+        its start) and `weights` (`position_weights()`). Returns `(features,
+        row_buffers)`."""
+        half = self.kernel_size // 2
+        embedded = ops.pad(self.embed(codes_row), ((0, 0), (half, 0), (0, 0)))
+        batch, _, channels = ops.shape(embedded)
+        window = ops.slice(embedded, (0, column, 0), (batch, half + 1, channels))
+        new_buffers = []
+        for index, block in enumerate(self.blocks):
+            if index > 0:
+                # The previous block's buffer, with this position written in.
+                window = ops.slice(
+                    new_buffers[index - 1], (0, column, 0), (batch, half + 1, self.filters)
+                )
+            terms = ops.take(row_terms[index], column, axis=1)
+            features = block.horizontal_stack_position(window, terms, weights[index])
+            if index + 1 < len(self.blocks):
+                new_buffers.append(
+                    ops.slice_update(row_buffers[index], (0, column + half, 0), features[:, None])
+                )
+        return features, new_buffers
+
+    def position_logits(self, features, codes_here=None):
+        """float32 logits `(batch, levels, K)` of one position, from the
+        stacks' output there `(batch, filters)` and, with `depth`, the
+        position's codes `(batch, depth)` (level l sees those of levels < l):
+        the head on one position, as matrix products."""
+        if codes_here is not None:
+            codes_here = codes_here[:, None, None]
+        logits = self._head(features[:, None, None], codes_here, one_position=True)
+        return ops.reshape(logits, (ops.shape(features)[0], self.levels, self.num_embeddings))
+
     def _sampling_loop(self, grids, labels, condition, uniforms, temperature, top_k, top_p):
         """Draws the codes of `grids` in raster order (levels innermost).
 
-        Row i of the vertical stacks depends on rows < i only, so it is computed
-        once per row; the horizontal stacks run once per position, on the
-        current row, and the head once per code, on the current position:
-        about `w` times less work than a full forward pass per code.
+        Each block's vertical stack runs once per row and its horizontal stack
+        once per position, each on that row or position only
+        (`vertical_row_step`, `horizontal_position_step`), and the head once
+        per code: about one forward pass of work in all, rather than one per
+        code.
         """
         height, width = self.grid_shape
-        levels = self.levels
         num = ops.shape(grids)[0]
         flat_codes = ops.arange(math.prod(self.code_shape))[None, :]
         features = self.condition_features(condition)
+        weights = self.position_weights()
 
         def set_code(grids, index, codes):
             flat = ops.reshape(grids, (num, -1))
             flat = ops.where(flat_codes == index, codes[:, None], flat)
             return ops.reshape(flat, (num, *self.code_shape))
 
-        def row_body(row, grids):
-            pre_activations = self._vertical_pre_activations(self.embed(grids), labels, features)
-            row_pre_activations = [ops.take(pre, row, axis=1)[:, None] for pre in pre_activations]
-            row_features = None if features is None else ops.take(features, row, axis=1)[:, None]
+        def row_body(row, state):
+            grids, buffers = state
+            row_terms, buffers = self.vertical_row_step(grids, buffers, row, labels, features)
 
-            def column_body(column, grids):
-                codes_row = ops.take(grids, row, axis=1)[:, None]
-                position_features = ops.take(
-                    self._horizontal(
-                        self.embed(codes_row), row_pre_activations, labels, row_features
-                    ),
-                    column,
-                    axis=2,
-                )[:, :, None]
+            def column_body(column, row_state):
+                grids, row_buffers = row_state
+                position_features, row_buffers = self.horizontal_position_step(
+                    ops.take(grids, row, axis=1), row_buffers, row_terms, column, weights
+                )
                 position = row * width + column
 
                 def level_body(level, grids):
                     codes_here = None
                     if self.depth is not None:
                         codes_here = ops.take(ops.take(grids, row, axis=1), column, axis=1)
-                        codes_here = codes_here[:, None, None]
-                    logits = ops.reshape(
-                        self._head(position_features, codes_here), (num, levels, -1)
-                    )
-                    index = position * levels + level
+                    logits = self.position_logits(position_features, codes_here)
+                    index = position * self.levels + level
                     codes = self._draw(
                         ops.take(logits, level, axis=1),
                         ops.take(uniforms, index, axis=0),
@@ -443,11 +537,13 @@ class PixelCNNPrior(CodePrior):
                     )
                     return set_code(grids, index, codes)
 
-                return ops.fori_loop(0, levels, level_body, grids)
+                return ops.fori_loop(0, self.levels, level_body, grids), row_buffers
 
-            return ops.fori_loop(0, width, column_body, grids)
+            grids, _ = ops.fori_loop(0, width, column_body, (grids, self.initial_row_buffers(num)))
+            return grids, buffers
 
-        return ops.fori_loop(0, height, row_body, grids)
+        grids, _ = ops.fori_loop(0, height, row_body, (grids, self.initial_step_state(num)))
+        return grids
 
     def get_config(self):
         config = super().get_config()
