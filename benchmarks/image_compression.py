@@ -1,7 +1,8 @@
 """Learned compression (`vqkeras.compression`) beside PNG, JPEG and WebP.
 
-For CIFAR-10 (vqvae_cifar10 + pixelcnn_vqvae_cifar10) and MNIST (vqvae_mnist
-+ pixelcnn_vqvae_mnist), on the first `--limit` test images of
+For CIFAR-10 (vqvae_cifar10 + pixelcnn_vqvae_cifar10, and the first 2 levels
+of rqvae_cifar10 + pixelcnn_rqvae_cifar10_depth2) and MNIST (vqvae_mnist +
+pixelcnn_vqvae_mnist), on the first `--limit` test images of
 keras.datasets-layout .npz files: bits per image (the whole file, header
 amortised over the images), PSNR and SSIM of the decompressed images (as
 uint8, as they are saved), and encode and decode images per second. Beside
@@ -30,9 +31,14 @@ from vqkeras.apps.images import to_uint8
 from vqkeras.compression import Codec, read_header
 from vqkeras.evaluation import reconstruction_metrics
 
+# The (model, prior) presets measured on each data set; with an RQ-VAE, the
+# prior's depth is the number of levels coded (rate control).
 DATASETS = {
-    "cifar10": ("vqvae_cifar10", "pixelcnn_vqvae_cifar10"),
-    "mnist": ("vqvae_mnist", "pixelcnn_vqvae_mnist"),
+    "cifar10": (
+        ("vqvae_cifar10", "pixelcnn_vqvae_cifar10"),
+        ("rqvae_cifar10", "pixelcnn_rqvae_cifar10_depth2"),
+    ),
+    "mnist": (("vqvae_mnist", "pixelcnn_vqvae_mnist"),),
 }
 QUALITIES = range(1, 101)
 
@@ -135,6 +141,7 @@ def measure_vqkeras(images, labels, model, prior, batch_size):
     return {
         "model": model,
         "prior": prior,
+        "levels_coded": codec.prior.depth or 1,
         "bits_per_image": len(compressed.data) * 8 / count,
         "nll_bits_per_image": compressed.nll_bits / count,
         "header_bytes": len(compressed.data) - read_header(compressed.data).payload_bytes,
@@ -147,16 +154,23 @@ def measure_vqkeras(images, labels, model, prior, batch_size):
 
 def run(dataset, path, limit, batch_size):
     images, labels = load_test_split(path, limit)
-    ours = measure_vqkeras(images, labels, *DATASETS[dataset], batch_size)
     png_bits, _ = pillow_codec(images, "PNG", optimize=True)
+    codecs = []
+    for model, prior in DATASETS[dataset]:
+        ours = measure_vqkeras(images, labels, model, prior, batch_size)
+        codecs.append(
+            {
+                "vqkeras": ours,
+                "jpeg": bracketing_qualities(images, "JPEG", ours["psnr_db"]),
+                "webp": bracketing_qualities(images, "WEBP", ours["psnr_db"]),
+            }
+        )
     return {
         "dataset": dataset,
         "images": len(images),
         "backend": keras.config.backend(),
-        "vqkeras": ours,
         "png": {"bits_per_image": png_bits},
-        "jpeg": bracketing_qualities(images, "JPEG", ours["psnr_db"]),
-        "webp": bracketing_qualities(images, "WEBP", ours["psnr_db"]),
+        "codecs": codecs,
     }
 
 

@@ -9,7 +9,12 @@ from conftest import blob_images, small_vqvae, to_numpy
 
 import vqkeras
 from vqkeras import presets
-from vqkeras.evaluation import encode_indices, evaluate_prior, evaluate_reconstructions
+from vqkeras.evaluation import (
+    conditional_sample_agreement,
+    encode_indices,
+    evaluate_prior,
+    evaluate_reconstructions,
+)
 from vqkeras.file_io import current_umask
 from vqkeras.models import VQVAE
 
@@ -112,6 +117,14 @@ def test_wrong_class_and_unbuilt_model(saved_preset, tmp_path):
 
 def sample_check_value(model, check):
     """Recomputes the figure a shipped preset's `sample_check` records."""
+    if "agreement" in check:
+        return conditional_sample_agreement(
+            model,
+            vqkeras.from_preset(check["vqvae"]),
+            vqkeras.from_preset(check["classifier"]),
+            samples_per_class=check["samples_per_class"],
+            seed=check["seed"],
+        )["agreement"]
     images, labels = vqkeras.samples.load(check["sample"])
     if "psnr_db" in check:
         return evaluate_reconstructions(model, images)["psnr_db"]
@@ -134,6 +147,9 @@ def test_shipped_preset_loads_and_passes_its_sample_check(name):
     if "psnr_db" in check:
         assert value >= check["psnr_floor_db"], f"{name}: {value:.2f} dB"
         np.testing.assert_allclose(value, check["psnr_db"], atol=0.05)
+    elif "agreement" in check:
+        # Other backends draw other samples: a floor only.
+        assert value >= check["agreement_floor"], f"{name}: agreement {value:.3f}"
     elif "nll_nats_per_code" in check:
         assert value <= check["nll_ceiling_nats_per_code"], f"{name}: {value:.4f} nats/code"
         np.testing.assert_allclose(value, check["nll_nats_per_code"], atol=0.01)

@@ -63,6 +63,11 @@ SAMPLES_PER_CLASS = 10
 AGREEMENT_SAMPLES_PER_CLASS = 100
 # The sample check's ceiling: this much above the NLL measured at save time.
 SAMPLE_NLL_MARGIN = 0.05
+# A prior without a likelihood is checked by the classifier's agreement with
+# 10 samples per class (seed 0); other backends draw other samples, so the
+# floor sits 0.1 (about 3 standard deviations of 100 samples at 90%) below.
+SAMPLE_CHECK_SAMPLES_PER_CLASS = 10
+SAMPLE_AGREEMENT_MARGIN = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,12 +178,32 @@ def save_samples(recipe, prior, vqvae, out, seed):
     return sampling_time
 
 
-def sample_check(recipe, prior, vqvae, vqvae_name):
-    """The `sample_check` metadata entry: the NLL of the shipped sample's codes,
-    which the test suite checks stays under a ceiling. Empty for a prior
-    whose loss is no likelihood (MaskGIT's masked cross-entropy is random)."""
+def sample_check(recipe, prior, vqvae, vqvae_name, classifier_name=None):
+    """The `sample_check` metadata entry, which the test suite checks: the NLL
+    of the shipped sample's codes, to stay under a ceiling; for a prior whose
+    loss is no likelihood (MaskGIT's masked cross-entropy is random), the
+    agreement of `classifier_name` with a few class-conditional samples, to
+    stay above a floor (empty without a classifier)."""
     if not prior.nll_is_likelihood:
-        return {}
+        if classifier_name is None or not prior.num_classes:
+            return {}
+        agreement = conditional_sample_agreement(
+            prior,
+            vqvae,
+            vqkeras.from_preset(classifier_name),
+            samples_per_class=SAMPLE_CHECK_SAMPLES_PER_CLASS,
+            seed=0,
+        )["agreement"]
+        return {
+            "sample_check": {
+                "vqvae": vqvae_name,
+                "classifier": classifier_name,
+                "samples_per_class": SAMPLE_CHECK_SAMPLES_PER_CLASS,
+                "seed": 0,
+                "agreement": round(agreement, 3),
+                "agreement_floor": round(agreement - SAMPLE_AGREEMENT_MARGIN, 2),
+            }
+        }
     images, labels = vqkeras.samples.load(recipe.sample)
     codes = first_levels({"sample_codes": encode_indices(vqvae, images)}, recipe.depth)
     nll = evaluate_prior(prior, codes["sample_codes"], labels)["nll_nats_per_code"]
@@ -309,7 +334,7 @@ def main(recipe, description, argv=None):
         metadata={
             "vqvae": args.vqvae,
             **({"classifier": args.classifier} if args.classifier else {}),
-            **sample_check(recipe, prior, vqvae, args.vqvae),
+            **sample_check(recipe, prior, vqvae, args.vqvae, args.classifier),
             "dataset": f"{recipe.dataset} code grids of {args.vqvae}, train split minus its "
             f"last {VALIDATION_SIZE} images, with class labels"
             + (
