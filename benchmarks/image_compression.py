@@ -13,7 +13,8 @@ pixels (the CIFAR-10 copy here is itself JPEG-derived: every codec sees
 those decoded pixels).
 
     python benchmarks/image_compression.py --cifar10 path/to/cifar10.npz \\
-        --mnist path/to/mnist.npz --limit 500 [--out results.json]
+        --mnist path/to/mnist.npz --limit 500 [--out results.json] [--plot points.png]
+    python benchmarks/image_compression.py --from-json results.json --plot points.png
 
 Speeds exclude a warm-up call on a few images (tracing, first-call costs).
 """
@@ -30,6 +31,7 @@ from PIL import Image
 from vqkeras.apps.images import to_uint8
 from vqkeras.compression import Codec, read_header
 from vqkeras.evaluation import reconstruction_metrics
+from vqkeras.file_io import write_atomic
 
 # The (model, prior) presets measured on each data set; with an RQ-VAE, the
 # prior's depth is the number of levels coded (rate control).
@@ -174,6 +176,46 @@ def run(dataset, path, limit, batch_size):
     }
 
 
+def plot_rate_quality(results, path):
+    """One panel per data set: PSNR against bits per image (log scale) of
+    every vqkeras codec and of JPEG and WebP at their bracketing qualities."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        for name, marker in (("jpeg", "s"), ("webp", "^")):
+            points = sorted(
+                (side["bits_per_image"], side["psnr_db"])
+                for codec in result["codecs"]
+                for side in codec[name].values()
+                if side is not None
+            )
+            ax.plot(*zip(*points), marker=marker, linestyle=":", label=f"{name.upper()} (Pillow)")
+        for codec in result["codecs"]:
+            ours = codec["vqkeras"]
+            label = f"vqkeras {ours['model']}" + (
+                f", {ours['levels_coded']} levels" if ours["levels_coded"] > 1 else ""
+            )
+            ax.plot(ours["bits_per_image"], ours["psnr_db"], "o", markersize=8, label=label)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("bits per image (log scale)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{result['dataset']}: first {result['images']} test images")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, lambda f: f.write(buffer.getvalue()), overwrite=True, mode="wb")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cifar10", help="keras.datasets-layout cifar10 .npz")
@@ -181,17 +223,26 @@ def main():
     parser.add_argument("--limit", type=int, default=500, help="first N test images")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--out", help="also write the results to this JSON file")
+    parser.add_argument("--plot", help="also draw the rate/quality points to this PNG file")
+    parser.add_argument(
+        "--from-json", help="measure nothing: plot the results of an earlier --out file"
+    )
     args = parser.parse_args()
-    results = [
-        run(dataset, path, args.limit, args.batch_size)
-        for dataset, path in (("cifar10", args.cifar10), ("mnist", args.mnist))
-        if path
-    ]
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    if args.from_json:
+        with open(args.from_json) as f:
+            results = json.load(f)
+    else:
+        results = [
+            run(dataset, path, args.limit, args.batch_size)
+            for dataset, path in (("cifar10", args.cifar10), ("mnist", args.mnist))
+            if path
+        ]
+        text = json.dumps(results, indent=2)
+        print(text)
+        if args.out:
+            write_atomic(args.out, lambda f: f.write(text), overwrite=True)
+    if args.plot:
+        plot_rate_quality(results, args.plot)
 
 
 if __name__ == "__main__":
