@@ -130,6 +130,8 @@ def sample_check_value(model, check):
         return evaluate_reconstructions(model, images)["psnr_db"]
     if "nll_nats_per_code" in check:
         codes = encode_indices(vqkeras.from_preset(check["vqvae"]), images)
+        if model.depth is not None:  # a prior over the first levels of an RQ-VAE's codes
+            codes = codes[..., : model.depth]
         return evaluate_prior(model, codes, labels)["nll_nats_per_code"]
     predictions = model.predict(images / 255.0, verbose=0)
     return float(np.mean(np.argmax(predictions, axis=-1) == labels))
