@@ -136,17 +136,9 @@ class PriorSteps:
 
     def __init__(self, prior):
         self.prior = prior
-        self._vertical_row_step = _compiled(self._vertical_row_step_of)
-        self._position_step = _compiled(self._position_step_of)
+        self._vertical_row_step = _compiled(prior.vertical_row_step)
+        self._position_step = _compiled(prior.horizontal_position_step)
         self._position_logits = _compiled(prior.position_logits)
-
-    def _vertical_row_step_of(self, grids, buffers, labels, row):
-        return self.prior.vertical_row_step(grids, buffers, row, labels, None)
-
-    def _position_step_of(self, codes_row, row_buffers, row_terms, column, weights):
-        return self.prior.horizontal_position_step(
-            codes_row, row_buffers, row_terms, column, weights
-        )
 
     def all_logits(self, grids, labels):
         """float32 logits `(batch, h, w, levels, K)` of every code of int
@@ -178,7 +170,7 @@ class PriorSteps:
             buffers = prior.initial_step_state(batch)
             for row in range(height):
                 row_terms, buffers = self._vertical_row_step(
-                    ops.convert_to_tensor(grids, "int32"), buffers, labels, _index(row)
+                    ops.convert_to_tensor(grids, "int32"), buffers, _index(row), labels, None
                 )
                 row_buffers = prior.initial_row_buffers(batch)
                 for column in range(width):
