@@ -139,6 +139,38 @@ def test_one_group_is_the_exact_entropy_and_groups_factorise_it():
         assert to_numpy(batch_entropy) >= exact_batch - 1e-5
 
 
+@pytest.mark.parametrize("bits, group_bits", [(5, None), (5, 1), (7, 4)])
+def test_entropy_loss_gradient_matches_finite_differences(bits, group_bits):
+    # The layer never forms the (positions, 2^bits) assignments; its
+    # gradient must still be that of the loss over every code.
+    layer = LookupFreeQuantizer(bits=bits, group_bits=group_bits, temperature=0.7)
+    layer.build((None, bits))
+    z = inputs((3, 4, bits), seed=7)
+    (grad_z,) = gradients(layer, z, lambda out: keras.ops.sum(out["entropy_loss"]))
+
+    groups = [(a, min(a + (group_bits or bits), bits)) for a in range(0, bits, group_bits or bits)]
+
+    def loss(z):
+        total = numpy_entropy_loss(z, temperature=0.7).sum()
+        if group_bits is None:
+            return total
+        # Grouped: the batch term is the sum of the groups' marginal entropies.
+        p = numpy_soft_assignments(z, 0.7).reshape(-1, 2**bits)
+        total += 0.1 * len(z) * numpy_entropy(p.mean(0))
+        for a, b in groups:
+            marginal = numpy_soft_assignments(z[..., a:b], 0.7).reshape(-1, 2 ** (b - a))
+            total -= 0.1 * len(z) * numpy_entropy(marginal.mean(0))
+        return total
+
+    z64, step = z.astype("float64"), 1e-4
+    expected = np.zeros_like(z64)
+    for index in np.ndindex(z.shape):
+        shift = np.zeros_like(z64)
+        shift[index] = step
+        expected[index] = (loss(z64 + shift) - loss(z64 - shift)) / (2 * step)
+    np.testing.assert_allclose(grad_z, expected, rtol=1e-3, atol=1e-5)
+
+
 def test_groups_that_are_independent_over_the_batch_give_the_exact_entropy():
     # Every combination of two values of bits 0-1 with two of bits 2-3: the
     # batch-mean distribution is the product of the groups' marginals.

@@ -9,8 +9,9 @@ from vqkeras.layers.quantizer import Quantizer
 
 # Indices are int32, and the code usage metrics count every code.
 MAX_BITS = 30
-# The exact entropy takes N x 2^bits probabilities; beyond this many bits the
-# default is to factorise over groups.
+# The exact batch entropy of a group of g bits takes N x 2^g multiply-adds and
+# 2^g probabilities; beyond this many bits the default is to factorise over
+# groups.
 MAX_EXACT_BITS = 12
 
 
@@ -53,11 +54,12 @@ class LookupFreeQuantizer(Quantizer):
     `p(c|z)` over the corners is a product over the channels (`||z - c||^2`
     is a sum over them), so the per-position entropy is a sum over any
     grouping of the channels, exactly. The batch-mean distribution is not a
-    product: with `group_bits = bits` its entropy is exact (2^bits
-    probabilities per position); with smaller groups each group's marginal
-    entropy is computed over its 2^group_bits codes and they are summed, an
-    upper bound that is exact when the groups are independent over the
-    batch (as in Open-MAGVIT2's factorised codes).
+    product: with `group_bits = bits` its entropy is exact (a matrix
+    product over the batch with 2^bits outputs, `entropy_terms`); with
+    smaller groups each group's marginal entropy is computed over its
+    2^group_bits codes and they are summed, an upper bound that is exact
+    when the groups are independent over the batch (as in Open-MAGVIT2's
+    factorised codes).
 
     When the inputs' width D (`embedding_dim`) differs from `bits`, Dense
     layers project the inputs to `bits` channels and the signs back to D
@@ -146,7 +148,9 @@ class LookupFreeQuantizer(Quantizer):
         self._groups = [
             (start, min(group_bits, bits - start)) for start in range(0, bits, group_bits)
         ]
-        self._group_codes = {size: sign_codes(size) for _, size in self._groups}
+        # The codes of each half of a group (`entropy_terms`).
+        halves = {part for _, size in self._groups for part in ((size + 1) // 2, size // 2)}
+        self._group_codes = {size: sign_codes(size) for size in halves if size > 0}
         self.projected = self.embedding_dim != bits
         if self.projected:
             self.project_in = keras.layers.Dense(bits, dtype="float32", name="project_in")
@@ -177,22 +181,42 @@ class LookupFreeQuantizer(Quantizer):
 
     def entropy_terms(self, z):
         """The per-sample mean entropy of the soft assignments `(B,)` and
-        the entropy of their batch mean (a scalar), summed over the groups."""
+        the entropy of their batch mean (a scalar), summed over the groups.
+
+        Neither needs the `(positions, 2^bits)` assignments themselves:
+        `p(c|z)` is a product over the channels, so a position's entropy is
+        the sum of its channels' binary entropies, and the batch mean over
+        a group's codes is the batch mean of an outer product of the
+        distributions over its two halves, one `(2^a, positions) x
+        (positions, 2^b)` matrix product. Both are exact; the work is a few
+        passes over `2^a + 2^b` probabilities per position instead of
+        `2^(a + b)`."""
         flat = ops.reshape(z, (ops.shape(z)[0], -1, self.bits))
-        sample_entropy = 0.0
+        # -||z - c||^2 = 2 z.c - ||z||^2 - bits, so p(c_i = +1 | z) =
+        # sigmoid(4 z_i / temperature), and the binary entropy of
+        # sigmoid(x) is softplus(x) - x sigmoid(x).
+        bit_logits = 4.0 * flat / self.temperature
+        bit_entropy = ops.softplus(bit_logits) - bit_logits * ops.sigmoid(bit_logits)
+        sample_entropy = ops.mean(ops.sum(bit_entropy, axis=-1), axis=1)
+        positions = ops.reshape(flat, (-1, self.bits))
         batch_entropy = 0.0
         for start, size in self._groups:
-            codes = ops.convert_to_tensor(self._group_codes[size])
-            # -||z - c||^2 = 2 z.c - ||z||^2 - size: the last two terms do
-            # not depend on c, so they drop out of the softmax.
-            logits = 2.0 * ops.matmul(flat[..., start : start + size], ops.transpose(codes))
-            logits = logits / self.temperature
-            log_probabilities = ops.log_softmax(logits, axis=-1)
-            probabilities = ops.exp(log_probabilities)
-            per_position = -ops.sum(probabilities * log_probabilities, axis=-1)
-            sample_entropy = sample_entropy + ops.mean(per_position, axis=1)
-            batch_entropy = batch_entropy + entropy(ops.mean(probabilities, axis=(0, 1)))
+            half = (size + 1) // 2
+            first = self._code_probabilities(positions[:, start : start + half])
+            if size == half:
+                mean = ops.mean(first, axis=0)
+            else:
+                second = self._code_probabilities(positions[:, start + half : start + size])
+                count = ops.cast(ops.shape(positions)[0], "float32")
+                mean = ops.reshape(ops.matmul(ops.transpose(first), second), (-1,)) / count
+            batch_entropy = batch_entropy + entropy(mean)
         return sample_entropy, batch_entropy
+
+    def _code_probabilities(self, z):
+        """`p(c|z)` over the 2^size codes of `size` channels, `(positions,
+        2^size)`."""
+        codes = ops.convert_to_tensor(self._group_codes[z.shape[-1]])
+        return ops.softmax(2.0 * ops.matmul(z, ops.transpose(codes)) / self.temperature, axis=-1)
 
     def call(self, inputs, training=None):
         z = self._latents(inputs)
