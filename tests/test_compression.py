@@ -170,7 +170,7 @@ def test_damaged_and_foreign_files_get_clear_errors(presets, conditional):
         "header fails its CRC32": bytes(header_flipped),
         "truncated or corrupted": data[:30],
         "not a vqkeras compressed file": b"PNG" + data[3:],
-        "format version 3; this vqkeras reads version 2": data[:4] + b"\x03" + data[5:],
+        "format version 2; this vqkeras reads version 3": data[:4] + b"\x02" + data[5:],
         "compressed on the nope backend": repacked(data, backend="nope"),
     }
     for message, damaged in cases.items():

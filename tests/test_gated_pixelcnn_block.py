@@ -123,9 +123,8 @@ def test_row_and_position_steps_equal_the_whole_block(mask_type):
         np.testing.assert_allclose(to_numpy(output)[:, 0], vertical[:, row], atol=1e-5)
         terms = block.horizontal_row_terms(pre_activation, labels, row_condition)
         for column in range(6):
-            step = block.horizontal_stack_position(
-                left_padded[:, row, column : column + half + 1], terms[:, 0, column], weights
-            )
+            window = left_padded[:, row, column : column + half + 1].reshape(2, -1)
+            step = block.horizontal_stack_position(window, terms[:, 0, column], weights)
             np.testing.assert_allclose(to_numpy(step), horizontal[:, row, column], atol=1e-5)
 
 

@@ -397,7 +397,7 @@ def test_row_and_position_steps_give_the_forward_pass_logits(kind):
             )
             here = codes[:, row, column] if kind == "depth" else None
             np.testing.assert_allclose(
-                to_numpy(prior.position_logits(position, here)),
+                to_numpy(prior.position_logits(position, weights, here)),
                 expected[:, row, column],
                 atol=1e-5,
             )

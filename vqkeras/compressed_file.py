@@ -20,9 +20,11 @@ import struct
 import zlib
 
 MAGIC = b"VQKC"
-# Version 2: a PixelCNN prior's probabilities come from its one-row and
-# one-position steps, whose last bits differ from version 1's whole-row steps.
-FORMAT_VERSION = 2
+# The layout has not changed since version 1; the version changes with the
+# computation of a PixelCNN prior's probabilities, whose last bits a decoder
+# must reproduce. 2: one-row and one-position steps (version 1: whole rows).
+# 3: the vertical stacks' row convolutions as matrix products.
+FORMAT_VERSION = 3
 _PREFIX = struct.Struct(">4sBII")
 # A header is a few hundred bytes; a larger length is corruption.
 _MAX_HEADER_BYTES = 1 << 20
@@ -94,7 +96,8 @@ def unpack(data, source="the file"):
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{source} has format version {version}; this vqkeras reads version "
-            f"{FORMAT_VERSION} only (version 1 files come from an earlier vqkeras)."
+            f"{FORMAT_VERSION} only (earlier versions come from an earlier vqkeras: decode "
+            "them with the vqkeras that wrote them)."
         )
     end = _PREFIX.size + header_bytes
     if header_bytes > _MAX_HEADER_BYTES or end > len(data):

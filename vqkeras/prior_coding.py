@@ -185,7 +185,7 @@ class PriorSteps:
                         codes_here = None
                         if prior.depth is not None:
                             codes_here = ops.convert_to_tensor(grids[:, row, column], "int32")
-                        logits = _numpy(self._position_logits(features, codes_here))
+                        logits = _numpy(self._position_logits(features, weights, codes_here))
                         codes = next_codes(logits[:, level])
                         if prior.depth is None:
                             grids[:, row, column] = codes

@@ -1,10 +1,11 @@
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from vqkeras import validation
-from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock, pointwise
+from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.models.code_prior import CodePrior
 
 
@@ -283,35 +284,34 @@ class PixelCNNPrior(CodePrior):
             )
         return horizontal
 
-    def _head(self, features, indices, one_position=False):
+    def _depth_inputs(self, features, indices):
+        """The head's input `(..., depth, filters)` with `depth`: level l
+        of a position sees the stacks' output there `(..., filters)` and
+        the codes of levels < l (`indices` `(..., depth)`)."""
+        within = self.depth_code_embedding(ops.cast(indices, "int32") + self._level_offsets())
+        # Level l sees the sum of the levels before it only: an exclusive
+        # cumulative sum, shifted rather than subtracted so that it is exact.
+        before = ops.concatenate(
+            [ops.zeros_like(within[..., :1, :]), ops.cumsum(within[..., :-1, :], axis=-2)],
+            axis=-2,
+        )
+        levels = self.level_embedding(ops.arange(self.depth, dtype="int32"))
+        return ops.relu(features[..., None, :] + before + levels)
+
+    def _head(self, features, indices):
         """float32 logits from the stacks' output `(batch, r, c, filters)`.
 
         With `depth`, level l of a position also sees the codes of levels < l
         at that position (`indices` `(batch, r, c, depth)`), and the logits are
         `(batch, r, c, depth, K)`.
         """
-        hidden = ops.relu(features)
-        if self.depth is not None:
-            within = self.depth_code_embedding(ops.cast(indices, "int32") + self._level_offsets())
-            # Level l sees the sum of the levels before it only: an exclusive
-            # cumulative sum, shifted rather than subtracted so that it is exact.
-            before = ops.concatenate(
-                [ops.zeros_like(within[..., :1, :]), ops.cumsum(within[..., :-1, :], axis=-2)],
-                axis=-2,
-            )
-            hidden = ops.relu(
-                features[..., None, :]
-                + before
-                + self.level_embedding(ops.arange(self.depth, dtype="int32"))
-            )
-            rows, columns = hidden.shape[1], hidden.shape[2]
-            hidden = ops.reshape(hidden, (-1, rows, columns * self.depth, self.filters))
-        if one_position:  # a sampling step's: matrix products (see `pointwise`)
-            logits = pointwise(self.head_logits, pointwise(self.head_hidden, hidden))
-        else:
-            logits = self.head_logits(self.head_hidden(hidden))
-        if self.depth is not None:
-            logits = ops.reshape(logits, (-1, rows, columns, self.depth, self.num_embeddings))
+        if self.depth is None:
+            return ops.cast(self.head_logits(self.head_hidden(ops.relu(features))), "float32")
+        hidden = self._depth_inputs(features, indices)
+        rows, columns = hidden.shape[1], hidden.shape[2]
+        hidden = ops.reshape(hidden, (-1, rows, columns * self.depth, self.filters))
+        logits = self.head_logits(self.head_hidden(hidden))
+        logits = ops.reshape(logits, (-1, rows, columns, self.depth, self.num_embeddings))
         return ops.cast(logits, "float32")
 
     def _logits(self, indices, labels, condition):
@@ -396,24 +396,23 @@ class PixelCNNPrior(CodePrior):
     # -- one row, one position at a time (sampling and prior coding) ------------
 
     def initial_step_state(self, batch):
-        """The buffers `vertical_row_step` carries from row to row: the padded
-        vertical input of every block after the first, zeros."""
-        height, width = self.grid_shape
-        buffers = []
-        for block in self.blocks[1:]:
-            top, side = block.vertical_padding()
-            shape = (batch, top + height, 2 * side + width, self.filters)
-            buffers.append(ops.zeros(shape, dtype=self.compute_dtype))
-        return buffers
+        """The buffers `vertical_row_step` carries from row to row: for every
+        block after the first, the `k // 2` rows of its vertical input above
+        the current row (k the kernel size), each padded with `k // 2` zero
+        columns on both sides; zeros above the grid."""
+        half = self.kernel_size // 2
+        shape = (batch, half, self.grid_shape[1] + 2 * half, self.filters)
+        return [ops.zeros(shape, dtype=self.compute_dtype) for _ in self.blocks[1:]]
 
     def vertical_row_step(self, grids, buffers, row, labels, condition_features):
-        """Every block's `horizontal_row_terms` at `row` `(batch, w, 2 *
-        filters)`, from the codes of the rows above it in `grids` and the
-        `buffers` that the steps of the rows above left (`initial_step_state`
-        before the first row). Returns `(row_terms, buffers)`.
+        """Every block's `horizontal_row_terms` at `row`, stacked `(batch,
+        blocks, w, 2 * filters)`, from the codes of the rows above it in
+        `grids` and the `buffers` that the steps of the rows above left
+        (`initial_step_state` before the first row). Returns `(row_terms,
+        buffers)`.
 
         Each block's vertical stack runs on its own row only, reading the
-        rows above from the buffers: a grid's vertical work is done once in
+        rows above from its buffer: a grid's vertical work is done once in
         all, instead of once per row."""
         row_condition = None
         if condition_features is not None:
@@ -422,37 +421,40 @@ class PixelCNNPrior(CodePrior):
         embedded = ops.pad(self.embed(grids), ((0, 0), (top, 0), (side, side), (0, 0)))
         batch, _, padded_width, channels = ops.shape(embedded)
         window = ops.slice(embedded, (0, row, 0, 0), (batch, side + 1, padded_width, channels))
-        row_terms, new_buffers = [], []
+        row_terms, new_buffers, output = [], [], None
         for index, block in enumerate(self.blocks):
             if index > 0:
-                # The previous block's buffer, with this row written in.
-                window = ops.slice(
-                    new_buffers[index - 1],
-                    (0, row, 0, 0),
-                    (batch, side + 1, padded_width, self.filters),
-                )
+                # The rows above, then the previous block's output on this row.
+                padded = ops.pad(output, ((0, 0), (0, 0), (side, side), (0, 0)))
+                window = ops.concatenate([buffers[index - 1], padded], axis=1)
+                new_buffers.append(window[:, 1:])
             output, pre_activation = block.vertical_stack_row(window, labels, row_condition)
-            row_terms.append(
-                block.horizontal_row_terms(pre_activation, labels, row_condition)[:, 0]
-            )
-            if index + 1 < len(self.blocks):
-                # This row's output, at its place in the next block's padded input.
-                top, side = self.blocks[index + 1].vertical_padding()
-                new_buffers.append(
-                    ops.slice_update(buffers[index], (0, row + top, side, 0), output)
-                )
-        return row_terms, new_buffers
+            row_terms.append(block.horizontal_row_terms(pre_activation, labels, row_condition))
+        # Stacked, a position's terms of every block are one `take` away.
+        return ops.concatenate(row_terms, axis=1), new_buffers
 
     def position_weights(self):
-        """Every block's `position_weights()`, for `horizontal_position_step`:
-        prepared once per sampling or coding call."""
-        return [block.position_weights() for block in self.blocks]
+        """The weights of `horizontal_position_step` and `position_logits`
+        as matrices, prepared once per sampling or coding call: every
+        block's `position_weights()`, the code embeddings and the head's
+        1x1 convolutions."""
+        dtype = self.compute_dtype
+        head = []
+        for conv in (self.head_hidden, self.head_logits):
+            kernel = ops.reshape(ops.cast(conv.kernel, dtype), (-1, conv.filters))
+            head.append((kernel, ops.cast(conv.bias, dtype) if conv.use_bias else 0.0))
+        return {
+            "blocks": [block.position_weights() for block in self.blocks],
+            "embeddings": ops.cast(self.code_embedding.embeddings, dtype),
+            "head": head,
+        }
 
     def initial_row_buffers(self, batch):
-        """The buffers `horizontal_position_step` starts every row with: the
-        horizontal input of every block after the first, with `k // 2` zeros
-        left of the row (k the kernel size), which are never written."""
-        shape = (batch, self.kernel_size // 2 + self.grid_shape[1], self.filters)
+        """The buffers `horizontal_position_step` starts every row with: for
+        every block after the first, its horizontal input at the `k // 2`
+        columns left of the current one (k the kernel size), flattened
+        column by column `(batch, k // 2 * filters)`; zeros left of the row."""
+        shape = (batch, self.kernel_size // 2 * self.filters)
         return [ops.zeros(shape, dtype=self.compute_dtype) for _ in self.blocks[1:]]
 
     def horizontal_position_step(self, codes_row, row_buffers, row_terms, column, weights):
@@ -461,35 +463,48 @@ class PixelCNNPrior(CodePrior):
         `(batch, w, depth)`), its `row_terms` (from `vertical_row_step`), the
         `row_buffers` the row's earlier steps left (`initial_row_buffers` at
         its start) and `weights` (`position_weights()`). Returns `(features,
-        row_buffers)`."""
+        row_buffers)`.
+
+        Each block's input window is its buffer with the previous block's
+        output here appended, and the next buffer drops its oldest column:
+        no copies of whole rows, few operations per step (on PyTorch every
+        operation costs tens of microseconds)."""
         half = self.kernel_size // 2
-        embedded = ops.pad(self.embed(codes_row), ((0, 0), (half, 0), (0, 0)))
-        batch, _, channels = ops.shape(embedded)
-        window = ops.slice(embedded, (0, column, 0), (batch, half + 1, channels))
+        # The codes at columns j - half to j; those left of the row embed to
+        # zeros. (Column j's own code is masked out by the first block.)
+        columns = column + np.arange(-half, 1)
+        codes = ops.take(codes_row, ops.maximum(columns, 0), axis=1)
+        if self.depth is not None:
+            codes = ops.cast(codes, "int32") + self._level_offsets()
+        embedded = ops.take(weights["embeddings"], codes, axis=0)
+        if self.depth is not None:
+            embedded = ops.sum(embedded, axis=-2)
+        inside = ops.cast(columns >= 0, embedded.dtype)[:, None]
+        window = ops.reshape(embedded * inside, (-1, (half + 1) * self.embedding_dim))
+        terms = ops.take(row_terms, column, axis=2)
+        blocks = weights["blocks"]
+        features = self.blocks[0].horizontal_stack_position(window, terms[:, 0], blocks[0])
         new_buffers = []
-        for index, block in enumerate(self.blocks):
-            if index > 0:
-                # The previous block's buffer, with this position written in.
-                window = ops.slice(
-                    new_buffers[index - 1], (0, column, 0), (batch, half + 1, self.filters)
-                )
-            terms = ops.take(row_terms[index], column, axis=1)
-            features = block.horizontal_stack_position(window, terms, weights[index])
-            if index + 1 < len(self.blocks):
-                new_buffers.append(
-                    ops.slice_update(row_buffers[index], (0, column + half, 0), features[:, None])
-                )
+        for index, block in enumerate(self.blocks[1:], start=1):
+            window = ops.concatenate([row_buffers[index - 1], features], axis=1)
+            new_buffers.append(window[:, self.filters :])
+            features = block.horizontal_stack_position(window, terms[:, index], blocks[index])
         return features, new_buffers
 
-    def position_logits(self, features, codes_here=None):
+    def position_logits(self, features, weights, codes_here=None):
         """float32 logits `(batch, levels, K)` of one position, from the
-        stacks' output there `(batch, filters)` and, with `depth`, the
-        position's codes `(batch, depth)` (level l sees those of levels < l):
-        the head on one position, as matrix products."""
-        if codes_here is not None:
-            codes_here = codes_here[:, None, None]
-        logits = self._head(features[:, None, None], codes_here, one_position=True)
-        return ops.reshape(logits, (ops.shape(features)[0], self.levels, self.num_embeddings))
+        stacks' output there `(batch, filters)`, `weights`
+        (`position_weights()`) and, with `depth`, the position's codes
+        `(batch, depth)` (level l sees those of levels < l): the head on one
+        position, as matrix products."""
+        (hidden_kernel, hidden_bias), (logits_kernel, logits_bias) = weights["head"]
+        if self.depth is None:
+            hidden = ops.relu(features)[:, None]
+        else:
+            hidden = self._depth_inputs(features, codes_here)
+        hidden = self.head_hidden.activation(hidden @ hidden_kernel + hidden_bias)
+        logits = hidden @ logits_kernel + logits_bias
+        return ops.cast(logits, "float32")
 
     def _sampling_loop(self, grids, labels, condition, uniforms, temperature, top_k, top_p):
         """Draws the codes of `grids` in raster order (levels innermost).
@@ -502,14 +517,8 @@ class PixelCNNPrior(CodePrior):
         """
         height, width = self.grid_shape
         num = ops.shape(grids)[0]
-        flat_codes = ops.arange(math.prod(self.code_shape))[None, :]
         features = self.condition_features(condition)
         weights = self.position_weights()
-
-        def set_code(grids, index, codes):
-            flat = ops.reshape(grids, (num, -1))
-            flat = ops.where(flat_codes == index, codes[:, None], flat)
-            return ops.reshape(flat, (num, *self.code_shape))
 
         def row_body(row, state):
             grids, buffers = state
@@ -526,7 +535,7 @@ class PixelCNNPrior(CodePrior):
                     codes_here = None
                     if self.depth is not None:
                         codes_here = ops.take(ops.take(grids, row, axis=1), column, axis=1)
-                    logits = self.position_logits(position_features, codes_here)
+                    logits = self.position_logits(position_features, weights, codes_here)
                     index = position * self.levels + level
                     codes = self._draw(
                         ops.take(logits, level, axis=1),
@@ -535,7 +544,11 @@ class PixelCNNPrior(CodePrior):
                         top_k,
                         top_p,
                     )
-                    return set_code(grids, index, codes)
+                    if self.depth is None:
+                        return ops.slice_update(grids, (0, row, column), codes[:, None, None])
+                    return ops.slice_update(
+                        grids, (0, row, column, level), codes[:, None, None, None]
+                    )
 
                 return ops.fori_loop(0, self.levels, level_body, grids), row_buffers
 
