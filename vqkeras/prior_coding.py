@@ -247,15 +247,24 @@ def encode_codes(encoder, steps, grids, labels):
     """Appends `grids` `(batch, *code_shape)` to the `RangeEncoder` in raster
     order (levels innermost, the batch within each code), with the
     probabilities of `steps` (of `steps_for`); returns their ideal code
-    length in bits."""
-    logits = steps.all_logits(grids, labels)
-    num_codes = logits.shape[-1]
-    # Position-major order, as decoding produces them.
-    tables = probability_tables(np.moveaxis(logits, 0, -2).reshape(-1, num_codes))
-    codes = np.moveaxis(np.asarray(grids).reshape(len(grids), -1), 0, -1).reshape(-1)
-    codes = codes.astype(np.int32)
-    encoder.encode(codes, _CATEGORICAL, tables)
-    return code_length_bits(tables, codes)
+    length in bits.
+
+    The steps run as when decoding, fed the known codes, and each code's
+    tables are computed and coded as soon as its logits come: the same
+    `(batch, K)` arrays as the decoder's, and no tables of a whole batch of
+    grids in memory."""
+    flat = np.asarray(grids, dtype=np.int32).reshape(len(grids), -1)
+    coded = []
+
+    def known(logits):
+        codes = flat[:, len(coded)]
+        tables = probability_tables(logits)
+        encoder.encode(codes, _CATEGORICAL, tables)
+        coded.append(code_length_bits(tables, codes))
+        return codes
+
+    steps.decode(len(flat), labels, known)
+    return sum(coded)
 
 
 def decode_codes(decoder, steps, batch, labels):
