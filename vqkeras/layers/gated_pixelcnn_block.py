@@ -234,7 +234,7 @@ class GatedPixelCNNBlock(layers.Layer):
         PyTorch's layout conversions around it (about 40% of a sampling
         step's time there)."""
         conv = self.vertical_conv
-        batch, rows, padded_width, channels = window.shape
+        _, rows, padded_width, channels = window.shape
         width = padded_width - self.kernel_size + 1
         # Output column j sees input columns j to j + kernel_size - 1: its
         # patch, ordered (column, row, channel), meets the kernel's rows in
