@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from vqkeras import validation
+from vqkeras.layers.codebook_ops import sums_per_code
 
 
 class _CodeHistogram(keras.metrics.Metric):
@@ -22,7 +23,7 @@ class _CodeHistogram(keras.metrics.Metric):
     def update_state(self, indices):
         flat = ops.reshape(ops.cast(indices, "int32"), (-1,))
         ones = ops.ones_like(flat, dtype="float32")
-        self.counts.assign_add(ops.segment_sum(ones, flat, self.num_embeddings))
+        self.counts.assign_add(sums_per_code(ones, flat, self.num_embeddings))
 
     def reset_state(self):
         self.counts.assign(ops.zeros((self.num_embeddings,)))

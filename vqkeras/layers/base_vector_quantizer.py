@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from vqkeras import distribution, validation
+from vqkeras.layers.codebook_ops import nearest_code_indices, sums_per_code
 from vqkeras.layers.quantizer import Quantizer
 
 GRADIENT_ESTIMATORS = ("straight_through", "rotation")
@@ -189,7 +190,7 @@ class BaseVectorQuantizer(Quantizer):
         self.check_inputs(inputs)
         if not self.built:
             self.build(tuple(inputs.shape))
-        indices = self._nearest(self._to_code_space(inputs), self.codebook)
+        indices = nearest_code_indices(self._to_code_space(inputs), self.codebook)
         return ops.reshape(indices, ops.shape(inputs)[:-1])
 
     def inputs_to_indices(self, inputs):
@@ -206,20 +207,6 @@ class BaseVectorQuantizer(Quantizer):
         validation.check_indices(indices, self.num_embeddings)
         codes = ops.take(self.codebook, ops.cast(indices, "int32"), axis=0)
         return self.project_out(codes) if self.projected else codes
-
-    @staticmethod
-    def _nearest(flat, codebook):
-        # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2, one matmul for all pairs.
-        # ||x||^2 is the same for every code of a row, so the search leaves it
-        # out, and the -2 scales the (K, C) codebook, not the (N, K) products:
-        # two fewer passes over the (N, K) matrix (a third of a PyTorch eager
-        # step; the zoo presets' codes on their samples are unchanged).
-        flat = ops.stop_gradient(flat)
-        codebook = ops.stop_gradient(codebook)
-        distances = ops.matmul(flat, ops.transpose(-2.0 * codebook)) + ops.sum(
-            ops.square(codebook), axis=1
-        )
-        return ops.cast(ops.argmin(distances, axis=1), "int32")
 
     def _random_rows(self, flat):
         """K rows of the global batch's `flat` drawn at random, with replacement.
@@ -253,7 +240,7 @@ class BaseVectorQuantizer(Quantizer):
         nothing = ops.zeros((self.num_embeddings, self.code_size + 1), dtype="float32")
 
         def statistics(centres):
-            return ops.segment_sum(counted, self._nearest(flat, centres), self.num_embeddings)
+            return sums_per_code(counted, nearest_code_indices(flat, centres), self.num_embeddings)
 
         for _ in range(self.kmeans_iterations):
             stats = ops.cond(active, functools.partial(statistics, centres), lambda: nothing)
@@ -294,7 +281,7 @@ class BaseVectorQuantizer(Quantizer):
         flat = self._to_code_space(inputs)
         update = bool(training and self.trainable)
         codebook = self._codebook_for_step(ops.stop_gradient(flat), update)
-        flat_indices = self._nearest(flat, codebook)
+        flat_indices = nearest_code_indices(flat, codebook)
         code_shape = (*ops.shape(inputs)[:-1], self.code_size)
         z = ops.reshape(flat, code_shape)
         codes = ops.reshape(ops.take(codebook, flat_indices, axis=0), code_shape)

@@ -3,6 +3,7 @@ from keras import ops
 
 from vqkeras import distribution, validation
 from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
+from vqkeras.layers.codebook_ops import sums_per_code
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -153,10 +154,10 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         return self.codebook
 
     def _update_codebook(self, flat, flat_indices):
-        counts = ops.segment_sum(
+        counts = sums_per_code(
             ops.ones_like(flat_indices, dtype="float32"), flat_indices, self.num_embeddings
         )
-        sums = ops.segment_sum(flat, flat_indices, self.num_embeddings)
+        sums = sums_per_code(flat, flat_indices, self.num_embeddings)
         # Under tf.distribute each replica sees a slice of the batch: sum the
         # statistics over replicas, so that every copy of the codebook takes
         # the same step, the one a single device takes on the whole batch.
