@@ -22,8 +22,8 @@ timing.json, checkpoints/, backup/).
 
 Usage (any Keras backend):
 
-    KERAS_BACKEND=tensorflow python zoo/transformer_vqvae_mnist/recipe.py \\
-        --data path/to/mnist.npz --vqvae vqvae_mnist --out runs/transformer_mnist --epochs 12
+    KERAS_BACKEND=torch python zoo/transformer_vqvae_mnist/recipe.py \\
+        --data path/to/mnist.npz --vqvae vqvae_mnist --out runs/transformer_mnist --epochs 24
 
 `--data` is an `.npz` file in the layout of `keras.datasets.mnist.load_data()`;
 `--vqvae` the VQ-VAE preset (default: the shipped `vqvae_mnist`);
