@@ -8,7 +8,13 @@ from conftest import blob_images
 import vqkeras
 from vqkeras.evaluation import encode_indices, evaluate_prior
 from vqkeras.zoo import prior_recipe
-from vqkeras.zoo.prior_recipe import PriorRecipe, first_levels, main
+from vqkeras.zoo.prior_recipe import (
+    PriorRecipe,
+    build_prior,
+    first_levels,
+    load_initial_weights,
+    main,
+)
 
 # A PixelCNN prior small enough for a test, over the codes of the shipped MNIST VQ-VAE.
 RECIPE = PriorRecipe(
@@ -47,6 +53,26 @@ def test_first_levels_keeps_the_coarsest_levels_of_code_grids_only():
     np.testing.assert_array_equal(kept["train_codes"], codes["train_codes"][..., :2])
     assert kept["train_labels"] == [1, 2]
     assert first_levels(codes, None) is codes
+
+
+def test_initial_weights_come_from_a_preset_of_the_same_architecture_only(tmp_path):
+    trained = build_prior(RECIPE, 16, (7, 7), total_steps=10, learning_rate=1e-3)
+    trained.save_to_preset(tmp_path / "trained")
+    prior = build_prior(RECIPE, 16, (7, 7), total_steps=10, learning_rate=1e-3)
+    load_initial_weights(prior, str(tmp_path / "trained"))
+    for expected, received in zip(trained.get_weights(), prior.get_weights(), strict=True):
+        np.testing.assert_array_equal(received, expected)
+
+    wider = dataclasses.replace(RECIPE, prior_arguments={**RECIPE.prior_arguments, "filters": 16})
+    other = build_prior(wider, 16, (7, 7), total_steps=10, learning_rate=1e-3)
+    with pytest.raises(ValueError, match=r"another architecture.*\['filters'\]"):
+        load_initial_weights(other, str(tmp_path / "trained"))
+
+
+def test_the_learning_rate_option_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(RECIPE, "tiny", ["--data", "x.npz", "--out", "o", "--learning-rate", "0"])
+    assert "--learning-rate must be positive, got 0.0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

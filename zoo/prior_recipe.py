@@ -24,6 +24,12 @@ it differs from `--epochs` (to reproduce a run that a time limit stopped
 early); `--time-limit-minutes` stops training after the epoch that passes
 that much training time.
 
+Continuing a trained prior: `--initial-weights` (a prior preset, shipped name
+or folder, of the same architecture) starts training from its weights instead
+of a random initialisation, and `--learning-rate` sets the new cosine
+schedule's peak (default: the recipe's). The preset's metadata records both,
+so a card can state the whole chain of runs.
+
 Resuming: run the same command again after an interruption; training restarts
 from the last completed epoch. To start afresh, use a new `--out` directory.
 
@@ -138,7 +144,21 @@ def parse_args(recipe, description, argv=None):
             default=recipe.classifier,
             help="classifier preset that judges the class-conditional samples",
         )
+    parser.add_argument(
+        "--initial-weights",
+        default=None,
+        help="prior preset (name or folder) of the same architecture whose weights "
+        "training starts from (default: a random initialisation)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=recipe.learning_rate,
+        help=f"peak of the cosine learning-rate schedule (default: {recipe.learning_rate:g})",
+    )
     args = parse_training_args(parser, argv)
+    if args.learning_rate <= 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     args.classifier = getattr(args, "classifier", None)
     return args
 
@@ -217,8 +237,9 @@ def sample_check(recipe, prior, vqvae, vqvae_name, classifier_name=None):
     }
 
 
-def build_prior(recipe, num_embeddings, grid_shape, total_steps):
-    """The prior of `recipe`, built and compiled."""
+def build_prior(recipe, num_embeddings, grid_shape, total_steps, learning_rate):
+    """The prior of `recipe`, built and compiled with a cosine schedule from
+    `learning_rate` over `total_steps`."""
     # MaskGIT's loss is no likelihood: it takes no image size for bits/dim.
     image_size = None if issubclass(recipe.prior_class, MaskGITPrior) else recipe.image_shape
     prior = recipe.prior_class(
@@ -234,10 +255,29 @@ def build_prior(recipe, num_embeddings, grid_shape, total_steps):
     compile_with_cosine_adam(
         prior,
         total_steps,
-        learning_rate=recipe.learning_rate,
+        learning_rate=learning_rate,
         final_fraction=FINAL_LEARNING_RATE_FRACTION,
     )
     return prior
+
+
+def load_initial_weights(prior, preset):
+    """Copies the weights of the prior preset `preset` into `prior`, whose
+    architecture (its config, the name aside) must be the same."""
+    initial = vqkeras.from_preset(preset, expected_class=type(prior))
+    expected, received = prior.get_config(), initial.get_config()
+    expected.pop("name"), received.pop("name")
+    if expected != received:
+        differing = sorted(
+            key
+            for key in expected.keys() | received.keys()
+            if expected.get(key) != received.get(key)
+        )
+        raise ValueError(
+            f"--initial-weights {preset!r} holds another architecture than the recipe's "
+            f"{type(prior).__name__}: its {differing} differ."
+        )
+    prior.set_weights(initial.get_weights())
 
 
 def main(recipe, description, argv=None):
@@ -264,8 +304,14 @@ def main(recipe, description, argv=None):
     grid_shape = train_codes.shape[1:3]
     steps_per_epoch = math.ceil(len(train_codes) / args.batch_size)
     prior = build_prior(
-        recipe, vqvae.num_embeddings, grid_shape, args.schedule_epochs * steps_per_epoch
+        recipe,
+        vqvae.num_embeddings,
+        grid_shape,
+        args.schedule_epochs * steps_per_epoch,
+        args.learning_rate,
     )
+    if args.initial_weights:
+        load_initial_weights(prior, args.initial_weights)
     print(
         f"backend={keras.config.backend()} grids train={len(train_codes)} "
         f"val={len(codes['val_codes'])} test={len(codes['test_codes'])} grid={grid_shape} "
@@ -317,7 +363,8 @@ def main(recipe, description, argv=None):
         "num_embeddings": vqvae.num_embeddings,
         "prior_class": recipe.prior_class.__name__,
         "prior_arguments": recipe.prior_arguments,
-        "learning_rate": recipe.learning_rate,
+        "learning_rate": args.learning_rate,
+        "initial_weights": args.initial_weights,
         "parameters": prior.count_params(),
         "code_export_time_s": export_time,
         "fit_time_this_session_s": fit_time,
@@ -350,6 +397,8 @@ def main(recipe, description, argv=None):
                 "backend": metrics["backend"],
                 "epochs": completed_epochs(args.out),
                 "schedule_epochs": args.schedule_epochs,
+                "learning_rate": args.learning_rate,
+                **({"initial_weights": args.initial_weights} if args.initial_weights else {}),
                 "batch_size": args.batch_size,
                 "seed": args.seed,
                 **timer.summary(),
