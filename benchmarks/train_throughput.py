@@ -179,10 +179,9 @@ def build_recipe_model(name, args, decay_steps):
     return recipe, model
 
 
-def training_flops_per_image(name, args):
-    """Floating-point operations of one training step of `name`'s model per
-    image, by XLA's cost analysis of the JAX backend's compiled `train_step`
-    on a batch of `args.batch_size` images (JAX backend only)."""
+def jax_train_step(name, args):
+    """The JAX backend's `train_step` of `name`'s model, jitted, with the state
+    and the batch of `args.batch_size` images (zeros) it takes (JAX backend only)."""
     import jax
 
     recipe, model = build_recipe_model(name, args, decay_steps=1)
@@ -194,8 +193,15 @@ def training_flops_per_image(name, args):
         [v.value for v in model.optimizer.variables],
         [v.value for v in model.metrics_variables],
     )
-    costs = jax.jit(model.train_step).lower(state, (jax.numpy.asarray(images),))
-    costs = costs.compile().cost_analysis()
+    return jax.jit(model.train_step), state, (jax.numpy.asarray(images),)
+
+
+def training_flops_per_image(name, args):
+    """Floating-point operations of one training step of `name`'s model per
+    image, by XLA's cost analysis of the JAX backend's compiled `train_step`
+    on a batch of `args.batch_size` images (JAX backend only)."""
+    step, state, data = jax_train_step(name, args)
+    costs = step.lower(state, data).compile().cost_analysis()
     costs = costs[0] if isinstance(costs, list) else costs  # older jax: one dict per device
     flops = costs["flops"] / args.batch_size
     log(f"  {name}: {flops / 1e6:.1f} MFLOP per image per training step (XLA cost analysis)")
