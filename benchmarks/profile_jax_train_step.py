@@ -151,13 +151,15 @@ def profile(args):
 
 
 def markdown(args, wall_ms, table, durations):
+    import jax
+
     per_step = {name: us / 1e3 / args.steps for name, us in durations.items()}
     total = sum(per_step.values())
     by_kind = collections.Counter()
     for name, ms in per_step.items():
         by_kind[table[name][0]] += ms
     lines = [
-        f"{args.recipe}, JAX {__import__('jax').__version__}, batch {args.batch_size}, "
+        f"{args.recipe}, JAX {jax.__version__}, batch {args.batch_size}, "
         f"threads: {args.threads or 'default'}; load average (1 min) {os.getloadavg()[0]:.2f}.",
         f"Step: {wall_ms:.1f} ms wall (median of {args.steps}); "
         f"{total:.1f} ms in XLA instructions (summed over threads).",
