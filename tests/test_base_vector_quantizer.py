@@ -62,7 +62,9 @@ def rotation_gradient(z, q, upstream):
 def test_factorized_normalized_codes_match_numpy(cls):
     rng = np.random.default_rng(0)
     codebook = rng.normal(size=(16, 3)).astype("float32")
-    layer = built(cls, codebook, embedding_dim=6, code_dim=3, normalize_codes=True, beta=0.5)
+    layer = built(
+        cls, codebook, embedding_dim=6, code_dim=3, normalize_codes=True, commitment_cost=0.5
+    )
     x = rng.normal(size=(2, 3, 5, 6)).astype("float32")
     out = layer(x)
 
@@ -290,3 +292,24 @@ def test_weights_with_every_option_load_on_the_other_backends(tmp_path):
     model.compile(optimizer="adam")
     model.fit(images, epochs=1, batch_size=8, verbose=0)
     assert_weights_load_on_other_backends(model, images, tmp_path)
+
+
+def test_the_deprecated_beta_still_loads_as_commitment_cost(cls):
+    config = cls(16, 4, commitment_cost=0.4, name="q").get_config()
+    assert config["commitment_cost"] == 0.4 and "beta" not in config
+    old = dict(config)
+    old["beta"] = old.pop("commitment_cost")
+    with pytest.warns(DeprecationWarning, match="`beta` is deprecated: use `commitment_cost`"):
+        clone = cls.from_config(old)
+    assert clone.commitment_cost == 0.4 and clone.get_config() == config
+    with pytest.warns(DeprecationWarning, match="`beta`"):
+        assert cls(16, 4, beta=0.4, name="q").get_config() == config
+
+
+def test_beta_and_commitment_cost_together_are_refused(cls):
+    with pytest.raises(
+        ValueError, match="`beta`.*`commitment_cost`.*beta=0.5.*commitment_cost=0.4"
+    ):
+        cls(16, 4, commitment_cost=0.4, beta=0.5)
+    with pytest.raises(ValueError, match="Received both beta=0.5 and commitment_cost=0.4"):
+        cls(16, 4, 0.4, beta=0.5)

@@ -115,7 +115,7 @@ def test_config_round_trip():
     layer = EMAVectorQuantizer(
         32,
         4,
-        beta=0.5,
+        commitment_cost=0.5,
         decay=0.95,
         epsilon=1e-4,
         restart_after_steps=10,

@@ -22,7 +22,10 @@ def numpy_residual_quantize(x, codebooks):
 def built_rq(depth=3, shared=False, num_embeddings=32, dim=4, seed=0, zero_code=False, **kwargs):
     """A gradient-codebook RQ with NumPy codebooks of decreasing scale, one per level."""
     layer = ResidualVectorQuantizer(
-        VectorQuantizer(num_embeddings, dim, beta=0.3), depth, shared_codebook=shared, **kwargs
+        VectorQuantizer(num_embeddings, dim, commitment_cost=0.3),
+        depth,
+        shared_codebook=shared,
+        **kwargs,
     )
     layer.build((None, dim))
     rng = np.random.default_rng(seed)
@@ -174,7 +177,7 @@ def test_quantize_dropout_uses_a_random_prefix_of_the_levels_in_training_only():
 
 def test_config_round_trip_and_mixed_precision_output():
     layer = ResidualVectorQuantizer(
-        VectorQuantizer(16, 4, beta=0.5),
+        VectorQuantizer(16, 4, commitment_cost=0.5),
         depth=3,
         shared_codebook=True,
         quantize_dropout=True,
@@ -184,7 +187,7 @@ def test_config_round_trip_and_mixed_precision_output():
     assert {"quantizer", "depth", "shared_codebook", "quantize_dropout", "seed"} <= set(config)
     clone = ResidualVectorQuantizer.from_config(config)
     assert clone.get_config() == config
-    assert clone.level_quantizers[0].beta == 0.5
+    assert clone.level_quantizers[0].commitment_cost == 0.5
 
     x = np.random.default_rng(9).normal(size=(4, 2, 2, 4)).astype("float32")
     layer.build(x.shape)
@@ -225,3 +228,15 @@ def test_bad_arguments_and_inputs_get_clear_errors():
         layer.indices_to_codes(np.array([[0, 8]]))
     with pytest.raises(TypeError, match=r"integer indices.*float32"):
         layer.indices_to_codes(np.zeros((5, 2), "float32"))
+
+
+def test_a_config_saved_with_beta_loads_with_a_warning():
+    layer = ResidualVectorQuantizer(VectorQuantizer(16, 4, commitment_cost=0.5), depth=2)
+    config = layer.get_config()
+    old = dict(config, quantizer=dict(config["quantizer"]))
+    old["quantizer"]["config"] = dict(config["quantizer"]["config"])
+    old["quantizer"]["config"]["beta"] = old["quantizer"]["config"].pop("commitment_cost")
+    with pytest.warns(DeprecationWarning, match="use `commitment_cost`"):
+        clone = ResidualVectorQuantizer.from_config(old)
+    assert clone.get_config() == config
+    assert [q.commitment_cost for q in clone.level_quantizers] == [0.5, 0.5]

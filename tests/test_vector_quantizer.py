@@ -11,8 +11,8 @@ def numpy_nearest(flat, codebook):
     return distances.argmin(1)
 
 
-def built_quantizer(num_embeddings=32, dim=4, beta=0.25, seed=0, **kwargs):
-    layer = VectorQuantizer(num_embeddings, dim, beta=beta, **kwargs)
+def built_quantizer(num_embeddings=32, dim=4, commitment_cost=0.25, seed=0, **kwargs):
+    layer = VectorQuantizer(num_embeddings, dim, commitment_cost=commitment_cost, **kwargs)
     layer.build((None, dim))
     codebook = np.random.default_rng(seed).normal(size=(num_embeddings, dim)).astype("float32")
     layer.embeddings.assign(codebook)
@@ -21,7 +21,7 @@ def built_quantizer(num_embeddings=32, dim=4, beta=0.25, seed=0, **kwargs):
 
 @pytest.mark.parametrize("shape", [(6, 4), (3, 5, 4), (2, 3, 5, 4)])
 def test_nearest_code_and_losses_match_numpy(shape):
-    layer, codebook = built_quantizer(beta=0.3)
+    layer, codebook = built_quantizer(commitment_cost=0.3)
     x = np.random.default_rng(1).normal(size=shape).astype("float32")
     out = layer(x)
 
@@ -98,10 +98,10 @@ def test_mixed_bfloat16_assigns_the_same_codes_as_float32():
 
 
 def test_config_round_trip():
-    layer = VectorQuantizer(64, 8, beta=0.5, name="vq")
+    layer = VectorQuantizer(64, 8, commitment_cost=0.5, name="vq")
     clone = VectorQuantizer.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
-    assert (clone.num_embeddings, clone.embedding_dim, clone.beta) == (64, 8, 0.5)
+    assert (clone.num_embeddings, clone.embedding_dim, clone.commitment_cost) == (64, 8, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_config_round_trip():
     [
         ({"num_embeddings": 0, "embedding_dim": 4}, "num_embeddings=0"),
         ({"num_embeddings": 8, "embedding_dim": 2.5}, "embedding_dim=2.5"),
-        ({"num_embeddings": 8, "embedding_dim": 4, "beta": -1}, "beta=-1"),
+        ({"num_embeddings": 8, "embedding_dim": 4, "commitment_cost": -1}, "commitment_cost=-1"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -4,7 +4,10 @@ Every message names what was received and what was expected, so a user never
 has to decode a shape error from deep inside a backend.
 """
 
+import functools
+import inspect
 import numbers
+import warnings
 
 import numpy as np
 from keras import backend, ops
@@ -65,6 +68,56 @@ def positive_int_tuple(name, values):
             f"`{name}` must be a non-empty sequence of positive integers. Received: {name}=()"
         )
     return tuple(positive_int(name, v) for v in values)
+
+
+def renamed_arguments(**new_names):
+    """Decorates an `__init__` whose keyword arguments were renamed, given as
+    `old_name="new_name"`: the old keyword (and so a config saved with the
+    old key, which `from_config` passes as a keyword) still works, with a
+    `DeprecationWarning` naming the new one; giving both raises.
+
+    Example:
+
+    ```python
+    @validation.renamed_arguments(beta="commitment_cost")
+    def __init__(self, num_embeddings, embedding_dim, commitment_cost=0.25, **kwargs): ...
+    ```
+    """
+
+    def decorate(init):
+        signature = inspect.signature(init)
+        parameters = list(signature.parameters.values())[1:]  # after self
+        positions = {
+            p.name: i for i, p in enumerate(parameters) if p.kind is p.POSITIONAL_OR_KEYWORD
+        }
+
+        @functools.wraps(init)
+        def wrapper(self, *args, **kwargs):
+            for old, new in new_names.items():
+                if old not in kwargs:
+                    continue
+                owner = type(self).__name__
+                if new in kwargs or positions.get(new, len(args)) < len(args):
+                    value = kwargs[new] if new in kwargs else args[positions[new]]
+                    raise ValueError(
+                        f"{owner}: `{old}` is the deprecated name of `{new}`: pass only "
+                        f"`{new}`. Received both {old}={kwargs[old]!r} and {new}={value!r}."
+                    )
+                warnings.warn(
+                    f"{owner}: `{old}` is deprecated: use `{new}`. A config saved with "
+                    f"`{old}` still loads; saving it again writes `{new}`.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return init(self, *args, **kwargs)
+
+        # Keras reads the constructor's arguments with `getfullargspec`, which
+        # sees through `__signature__` but not through `functools.wraps`.
+        wrapper.__signature__ = signature
+        return wrapper
+
+    return decorate
 
 
 def dtype_of(x):

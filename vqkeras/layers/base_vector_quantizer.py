@@ -90,7 +90,9 @@ class BaseVectorQuantizer(Quantizer):
     Args:
         num_embeddings: K, the number of codes.
         embedding_dim: D, the last axis of the inputs.
-        beta: weight of the commitment loss, `beta * ||z_e - sg[e]||^2`.
+        commitment_cost: weight of the commitment loss,
+            `commitment_cost * ||z_e - sg[e]||^2` (beta in the VQ-VAE paper; the
+            keyword `beta` still works, deprecated).
         code_dim: C, the width of the codes; None (default) or D for no
             projections.
         normalize_codes: l2-normalise inputs and codes (cosine similarity).
@@ -117,11 +119,12 @@ class BaseVectorQuantizer(Quantizer):
     # Names of the per-sample loss terms that `call` returns.
     loss_names = ("commitment_loss",)
 
+    @validation.renamed_arguments(beta="commitment_cost")
     def __init__(
         self,
         num_embeddings,
         embedding_dim,
-        beta=0.25,
+        commitment_cost=0.25,
         code_dim=None,
         normalize_codes=False,
         kmeans_init=False,
@@ -131,7 +134,9 @@ class BaseVectorQuantizer(Quantizer):
         **kwargs,
     ):
         super().__init__(embedding_dim=embedding_dim, num_embeddings=num_embeddings, **kwargs)
-        self.beta = validation.float_in_range("beta", beta, 0.0, float("inf"), high_inclusive=False)
+        self.commitment_cost = validation.float_in_range(
+            "commitment_cost", commitment_cost, 0.0, float("inf"), high_inclusive=False
+        )
         if code_dim is not None:
             code_dim = validation.positive_int("code_dim", code_dim)
         self.code_dim = code_dim
@@ -274,7 +279,7 @@ class BaseVectorQuantizer(Quantizer):
         """Per-sample loss terms, in the code space; `quantized` is the raw
         code lookup."""
         commitment = ops.mean(ops.square(inputs - ops.stop_gradient(quantized)), axis=axes)
-        return {"commitment_loss": self.beta * commitment}
+        return {"commitment_loss": self.commitment_cost * commitment}
 
     def call(self, inputs, training=None):
         self.check_inputs(inputs)
@@ -310,7 +315,7 @@ class BaseVectorQuantizer(Quantizer):
             {
                 "num_embeddings": self.num_embeddings,
                 "embedding_dim": self.embedding_dim,
-                "beta": self.beta,
+                "commitment_cost": self.commitment_cost,
                 "code_dim": self.code_dim,
                 "normalize_codes": self.normalize_codes,
                 "kmeans_init": self.kmeans_init,

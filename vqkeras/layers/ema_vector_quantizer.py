@@ -49,7 +49,8 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
     Args:
         num_embeddings: K, the number of codes.
         embedding_dim: D, the size of each code vector.
-        beta: commitment loss weight.
+        commitment_cost: commitment loss weight (the keyword `beta` still
+            works, deprecated).
         decay: EMA decay in [0, 1).
         epsilon: Laplace smoothing constant, > 0.
         restart_after_steps: steps without use after which a code is re-seeded,
@@ -83,11 +84,12 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         Vector Quantization with the Rotation Trick", 2024.
     """
 
+    @validation.renamed_arguments(beta="commitment_cost")
     def __init__(
         self,
         num_embeddings,
         embedding_dim,
-        beta=0.25,
+        commitment_cost=0.25,
         decay=0.99,
         epsilon=1e-5,
         restart_after_steps=None,
@@ -96,7 +98,9 @@ class EMAVectorQuantizer(BaseVectorQuantizer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(num_embeddings, embedding_dim, beta=beta, seed=seed, **kwargs)
+        super().__init__(
+            num_embeddings, embedding_dim, commitment_cost=commitment_cost, seed=seed, **kwargs
+        )
         self.decay = validation.float_in_range("decay", decay, 0.0, 1.0, high_inclusive=False)
         self.epsilon = validation.float_in_range(
             "epsilon", epsilon, 0.0, float("inf"), low_inclusive=False, high_inclusive=False

@@ -28,8 +28,8 @@ class ResidualVectorQuantizer(Quantizer):
 
     Loss terms have the names of the quantizer's (`commitment_loss` and, for
     `VectorQuantizer`, `codebook_loss`) and are summed over the levels. Level
-    l's commitment loss is `beta * ||z - sg[e_0 + ... + e_l]||^2`, the loss of
-    RQ-VAE (eq. 6), which sums the error of every partial sum.
+    l's commitment loss is `commitment_cost * ||z - sg[e_0 + ... + e_l]||^2`,
+    the loss of RQ-VAE (eq. 6), which sums the error of every partial sum.
 
     Quantize dropout (SoundStream, section 3.3), off by default: in training,
     each batch uses only its first n levels, n drawn uniformly from

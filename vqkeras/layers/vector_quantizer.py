@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from vqkeras import validation
 from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
 
 
@@ -10,8 +11,9 @@ class VectorQuantizer(BaseVectorQuantizer):
 
     The codebook moves towards the encoder outputs through the codebook loss
     `||sg[z_e] - e||^2`; the encoder commits to its codes through the
-    commitment loss `beta * ||z_e - sg[e]||^2` (VQ-VAE paper, eq. 3). Both are
-    returned per sample, averaged over every non-batch axis.
+    commitment loss `commitment_cost * ||z_e - sg[e]||^2` (VQ-VAE paper, eq. 3,
+    where it is beta). Both are returned per sample, averaged over every
+    non-batch axis.
 
     The options of `BaseVectorQuantizer`, all off by default: factorized
     codes (`code_dim`, projections in and out), l2-normalised codes
@@ -28,7 +30,8 @@ class VectorQuantizer(BaseVectorQuantizer):
         num_embeddings: K, the number of codes.
         embedding_dim: D, the inputs' last axis (and the codes' width unless
             `code_dim` is set).
-        beta: commitment loss weight (0.25 in the paper).
+        commitment_cost: commitment loss weight (beta, 0.25 in the paper; the
+            keyword `beta` still works, deprecated).
         embeddings_initializer: initializer of the (K, C) codebook.
         code_dim: C, the width of the codes; None (default) or D for no
             projections.
@@ -66,15 +69,16 @@ class VectorQuantizer(BaseVectorQuantizer):
 
     loss_names = ("codebook_loss", "commitment_loss")
 
+    @validation.renamed_arguments(beta="commitment_cost")
     def __init__(
         self,
         num_embeddings,
         embedding_dim,
-        beta=0.25,
+        commitment_cost=0.25,
         embeddings_initializer="variance_scaling",
         **kwargs,
     ):
-        super().__init__(num_embeddings, embedding_dim, beta=beta, **kwargs)
+        super().__init__(num_embeddings, embedding_dim, commitment_cost=commitment_cost, **kwargs)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
