@@ -11,12 +11,12 @@ from vqkeras.models.vae import VAE
 LOGGED = ["loss", "reconstruction_loss", "kl_loss", "kl"]
 
 
-def small_vae(channels=1, latent_dim=4, beta=1.0, seed=0):
+def small_vae(channels=1, latent_dim=4, kl_weight=1.0, seed=0):
     """16x16 images to a 4x4 grid of `latent_dim` Gaussian channels."""
     return VAE(
         encoder=ConvEncoder(2 * latent_dim, channels=(8, 16), num_residual_blocks=1),
         decoder=ConvDecoder(channels, channels=(16, 8), num_residual_blocks=1),
-        beta=beta,
+        kl_weight=kl_weight,
         sampler=GaussianSampler(seed=seed),
     )
 
@@ -27,7 +27,7 @@ def numpy_kl(mean, logvar):
 
 def test_fit_lowers_reconstruction_loss_and_logs_every_term():
     images = blob_images(256)
-    model = small_vae(beta=0.1)
+    model = small_vae(kl_weight=0.1)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     seed_state = to_numpy(model.sampler.seed_generator.state).copy()
     before = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
@@ -39,7 +39,7 @@ def test_fit_lowers_reconstruction_loss_and_logs_every_term():
     np.testing.assert_allclose(
         after["loss"], after["reconstruction_loss"] + after["kl_loss"], rtol=1e-5
     )
-    # kl_loss = beta * KL / P with P = 16 * 16 * 1 pixel values.
+    # kl_loss = kl_weight * KL / P with P = 16 * 16 * 1 pixel values.
     np.testing.assert_allclose(after["kl_loss"], 0.1 * after["kl"] / 256, rtol=1e-4)
     assert after["kl"] > 0
     # Every training step drew fresh noise: the generator's state moved on
@@ -49,7 +49,7 @@ def test_fit_lowers_reconstruction_loss_and_logs_every_term():
 
 def test_loss_terms_match_numpy():
     images = blob_images(8)
-    model = small_vae(beta=2.0)
+    model = small_vae(kl_weight=2.0)
     terms, outputs = model.compute_losses(images, training=False)
     posterior = model.encode(images)
     mean, logvar = to_numpy(posterior.mean), to_numpy(posterior.logvar)
@@ -91,10 +91,22 @@ def test_encode_gives_the_posterior_and_decode_shapes():
     assert prior_samples.shape == (2, 16, 16, 3)
 
 
-def test_config_round_trip_keeps_beta_and_the_sampler_seed():
-    config = small_vae(beta=0.5, seed=3).get_config()
-    assert config["beta"] == 0.5 and config["sampler"]["config"]["seed"] == 3
+def test_config_round_trip_keeps_kl_weight_and_the_sampler_seed():
+    config = small_vae(kl_weight=0.5, seed=3).get_config()
+    assert config["kl_weight"] == 0.5 and "beta" not in config
+    assert config["sampler"]["config"]["seed"] == 3
     assert VAE.from_config(config).get_config() == config
+
+
+def test_the_deprecated_beta_still_loads_as_kl_weight():
+    config = small_vae(kl_weight=0.5).get_config()
+    old = dict(config)
+    old["beta"] = old.pop("kl_weight")
+    with pytest.warns(DeprecationWarning, match="`beta` is deprecated: use `kl_weight`"):
+        clone = VAE.from_config(old)
+    assert clone.kl_weight == 0.5 and clone.get_config() == config
+    with pytest.raises(ValueError, match="Received both beta=0.5 and kl_weight=0.5"):
+        VAE(ConvEncoder(8), ConvDecoder(1), kl_weight=0.5, beta=0.5)
 
 
 def test_bad_latents_and_arguments_get_clear_errors():
@@ -105,8 +117,8 @@ def test_bad_latents_and_arguments_get_clear_errors():
         model.decode(np.zeros((2, 4, 4, 4), "int32"))
     with pytest.raises(ValueError, match=r"even number of channels.*Received: 5 channels"):
         VAE(ConvEncoder(5), ConvDecoder(1))
-    with pytest.raises(ValueError, match=r"`beta`.*Received: beta=-1"):
-        VAE(ConvEncoder(8), ConvDecoder(1), beta=-1)
+    with pytest.raises(ValueError, match=r"`kl_weight`.*Received: kl_weight=-1"):
+        VAE(ConvEncoder(8), ConvDecoder(1), kl_weight=-1)
     with pytest.raises(TypeError, match=r"`sampler`.*GaussianSampler.*Dense"):
         VAE(ConvEncoder(8), ConvDecoder(1), sampler=keras.layers.Dense(4))
     with pytest.raises(TypeError, match=r"`encoder`.*downsampling_factor"):

@@ -80,16 +80,8 @@ class KLVAE(VAE):
     def __init__(
         self, encoder, decoder, kl_weight=1e-6, scaling_factor=1.0, sampler=None, **kwargs
     ):
-        kl_weight = validation.float_in_range(
-            "kl_weight", kl_weight, 0.0, float("inf"), high_inclusive=False
-        )
-        super().__init__(encoder, decoder, beta=kl_weight, sampler=sampler, **kwargs)
+        super().__init__(encoder, decoder, kl_weight=kl_weight, sampler=sampler, **kwargs)
         self.scaling_factor = scaling_factor
-
-    @property
-    def kl_weight(self):
-        """The weight of the KL term: `VAE.beta` under latent diffusion's name."""
-        return self.beta
 
     @property
     def scaling_factor(self):
@@ -186,6 +178,5 @@ class KLVAE(VAE):
 
     def get_config(self):
         config = super().get_config()
-        config["kl_weight"] = config.pop("beta")
         config["scaling_factor"] = self.scaling_factor
         return config

@@ -21,17 +21,17 @@ class VAE(AutoencoderModel):
     - `reconstruction_loss`: mean squared error per pixel value on the
       [0, 1] scale, `||x - x_hat||^2 / P`, P = height * width * channels of
       the image;
-    - `kl_loss`: `beta * KL(q(z|x) || N(0, I)) / P`, the KL in nats summed
+    - `kl_loss`: `kl_weight * KL(q(z|x) || N(0, I)) / P`, the KL in nats summed
       over every latent dimension, then divided by the same P.
 
     So the loss is the negative ELBO divided by P, with a Gaussian decoder
     likelihood N(x_hat, sigma^2 I) on the [0, 1] pixel scale, rescaled by
-    2 * sigma^2 and with additive constants dropped, where sigma^2 = beta / 2:
-    `MSE + beta * KL / P = 2 sigma^2 * (-ELBO / P) + const`. `beta = 1`
-    (the default) is that ELBO with sigma^2 = 0.5, a wide likelihood that
-    favours a small KL over sharp reconstructions; a smaller `beta` trades
-    KL for sharper images (beta-VAE with beta < 1, equivalently a narrower
-    likelihood).
+    2 * sigma^2 and with additive constants dropped, where
+    sigma^2 = kl_weight / 2: `MSE + kl_weight * KL / P = 2 sigma^2 * (-ELBO / P)
+    + const`. `kl_weight = 1` (the default) is that ELBO with sigma^2 = 0.5, a
+    wide likelihood that favours a small KL over sharp reconstructions; a
+    smaller `kl_weight` trades KL for sharper images (beta-VAE with beta < 1,
+    equivalently a narrower likelihood).
 
     Fit logs: `loss`, `reconstruction_loss`, `kl_loss`, and `kl`, the
     unweighted KL in nats per image averaged over the epoch.
@@ -46,7 +46,8 @@ class VAE(AutoencoderModel):
         decoder: a layer from latents `(B, h, w, D)` to images on the
             [-1, 1] scale with an `output_channels` attribute, e.g.
             `ConvDecoder`.
-        beta: weight of the KL term, >= 0 (see above).
+        kl_weight: weight of the KL term, >= 0 (see above; beta in beta-VAE;
+            the keyword `beta` still works, deprecated).
         sampler: the `GaussianSampler` (log-variance clamp and seed);
             default `GaussianSampler()`.
         **kwargs: base model keyword arguments (`name`, `dtype`, ...).
@@ -57,7 +58,7 @@ class VAE(AutoencoderModel):
     model = vqkeras.models.VAE(
         encoder=vqkeras.layers.ConvEncoder(latent_dim=2 * 4, channels=(32, 64)),
         decoder=vqkeras.layers.ConvDecoder(output_channels=1, channels=(64, 32)),
-        beta=1.0,
+        kl_weight=1.0,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x_train, epochs=5, batch_size=128)  # uint8 (N, 28, 28, 1)
@@ -75,7 +76,8 @@ class VAE(AutoencoderModel):
     # Sublayers serialized in the config (a subclass adds its own).
     SUBLAYER_NAMES = ("encoder", "decoder", "sampler")
 
-    def __init__(self, encoder, decoder, beta=1.0, sampler=None, **kwargs):
+    @validation.renamed_arguments(beta="kl_weight")
+    def __init__(self, encoder, decoder, kl_weight=1.0, sampler=None, **kwargs):
         check_encoder_decoder(encoder, decoder)
         if sampler is None:
             sampler = GaussianSampler()
@@ -83,12 +85,14 @@ class VAE(AutoencoderModel):
             raise TypeError(
                 f"`sampler` must be a GaussianSampler. Received: {type(sampler).__name__}"
             )
-        beta = validation.float_in_range("beta", beta, 0.0, float("inf"), high_inclusive=False)
+        kl_weight = validation.float_in_range(
+            "kl_weight", kl_weight, 0.0, float("inf"), high_inclusive=False
+        )
         super().__init__(loss_names=("reconstruction_loss", "kl_loss"), **kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.sampler = sampler
-        self.beta = beta
+        self.kl_weight = kl_weight
         self.kl_tracker = keras.metrics.Mean(name="kl")
         # Fail at construction, not at the first batch, when the encoder's
         # channels cannot hold a mean and a log-variance per latent dimension.
@@ -142,7 +146,7 @@ class VAE(AutoencoderModel):
         )
         return {
             "reconstruction_loss": ops.mean(self.reconstruction_loss(images, reconstruction)),
-            "kl_loss": self.beta * ops.mean(outputs["kl"]) / pixel_values,
+            "kl_loss": self.kl_weight * ops.mean(outputs["kl"]) / pixel_values,
         }
 
     @property
@@ -174,7 +178,7 @@ class VAE(AutoencoderModel):
                 for name in self.SUBLAYER_NAMES
             }
         )
-        config["beta"] = self.beta
+        config["kl_weight"] = self.kl_weight
         return config
 
     @classmethod
