@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from vqkeras.apps.arguments import add_data_options, non_negative_int, positive_int
+
 # OSError covers missing, existing and unwritable files alike.
 EXPECTED_ERRORS = (ValueError, TypeError, OSError)
 
@@ -91,80 +93,12 @@ def _train(args):
     return train.run(args)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
-    return value
-
-
-def _channel_list(text):
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive integers separated by commas (e.g. 64,128), received {text!r}"
-        )
-    return values
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}")
-    return value
-
-
-def _augmentation_list(text):
-    from vqkeras.augmentation import AUGMENTATIONS
-
-    names = [name.strip() for name in text.split(",")]
-    if not names or any(name not in AUGMENTATIONS for name in names):
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated subset of {', '.join(AUGMENTATIONS)}; received {text!r}"
-        )
-    return names
-
-
 def _add_model_option(parser, help="preset name (vqkeras zoo list) or preset folder"):
     parser.add_argument("--model", required=True, metavar="PRESET_OR_DIR", help=help)
 
 
 def _add_input_options(parser, input_group=None):
-    from vqkeras.apps.inputs import INPUT_HELP
-
-    (input_group or parser).add_argument(
-        "--input",
-        nargs="+",
-        action="extend",
-        required=input_group is None,
-        metavar="INPUT",
-        help=INPUT_HELP,
-    )
-    parser.add_argument(
-        "--split",
-        default="test",
-        help="split of keras.datasets-layout .npz files and of tfds:NAME (default: test)",
-    )
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="the first N images only")
+    add_data_options(parser, input_group=input_group)
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -176,7 +110,7 @@ def _add_input_options(parser, input_group=None):
 def _add_run_options(parser, batch_size=256, what="images"):
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=batch_size,
         help=f"{what} per batch (default: {batch_size})",
     )
@@ -188,24 +122,12 @@ def _add_output_options(parser, help, metavar="DIR"):
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def _latent_dim_defaults(families):
-    """E.g. "4 for ae, vae; 64 for vqvae": each family's default latent channels."""
-    names = {}
-    for family in families.values():
-        names.setdefault(family.default_latent_dim, []).append(family.name)
-    return "; ".join(f"{dim} for {', '.join(group)}" for dim, group in names.items())
-
-
 def _first_paragraph(module):
     return module.__doc__.split("\n\n")[0]
 
 
-def build_parser():
+def build_parser(argv=None):
     from vqkeras.apps import compress, demo, evaluate, export_latents, reconstruct, sample, train
-    from vqkeras.apps.inputs import INPUT_HELP
-    from vqkeras.augmentation import AUGMENTATIONS
-    from vqkeras.layers.base_vector_quantizer import GRADIENT_ESTIMATORS
-    from vqkeras.models.factory import CODEBOOK_OPTIONS, FAMILIES, families_taking
 
     parser = argparse.ArgumentParser(
         prog="vqkeras", description="Image autoencoders and their zoo, from the command line."
@@ -237,12 +159,12 @@ def build_parser():
     )
     evaluating.add_argument(
         "--samples-per-class",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=100,
         help="priors: conditional samples per class for the classifier (default: 100; 0: none)",
     )
     evaluating.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="priors: sampling seed (default: 0)"
+        "--seed", type=non_negative_int, default=0, help="priors: sampling seed (default: 0)"
     )
     evaluating.add_argument(
         "--frechet-features",
@@ -312,7 +234,7 @@ def build_parser():
         help="VQVAE2 only: the prior of the bottom grid, conditioned on the top one",
     )
     sampling.add_argument(
-        "--num", type=_positive_int, default=64, help="number of samples (default: 64)"
+        "--num", type=positive_int, default=64, help="number of samples (default: 64)"
     )
     sampling.add_argument(
         "--label",
@@ -326,7 +248,7 @@ def build_parser():
         help="divides the logits: below 1 gives likelier, less varied codes (default: 1)",
     )
     sampling.add_argument(
-        "--top-k", type=_positive_int, metavar="K", help="draw each code from the K likeliest"
+        "--top-k", type=positive_int, metavar="K", help="draw each code from the K likeliest"
     )
     sampling.add_argument(
         "--top-p",
@@ -342,7 +264,7 @@ def build_parser():
     )
     sampling.add_argument(
         "--num-steps",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="MaskGIT priors: parallel decoding steps (default: 8)",
     )
@@ -354,7 +276,7 @@ def build_parser():
     )
     sampling.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="random seed: the same seed and batch size give the same samples on a backend",
     )
     _add_output_options(sampling, "output folder (created if needed)")
@@ -363,184 +285,13 @@ def build_parser():
 
     training = commands.add_parser(
         "train",
-        help="train an autoencoder of any family on your own images, resumably",
+        help="train a model of any family (an autoencoder, or a prior over one's codes) on your "
+        "images, resumably",
         description=train.__doc__,
         formatter_class=formatter,
     )
-    # The factory's registry: a registered family is a choice.
-    training.add_argument("--family", required=True, choices=FAMILIES, help="model family")
-    # --input too: the other commands' name for the same thing.
-    training.add_argument(
-        "--data",
-        "--input",
-        dest="data",
-        required=True,
-        nargs="+",
-        action="extend",
-        metavar="INPUT",
-        help=INPUT_HELP,
-    )
-    training.add_argument(
-        "--split",
-        default="train",
-        help="split of keras.datasets-layout .npz files and of tfds:NAME (default: train)",
-    )
-    training.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="the first N images only"
-    )
-    training.add_argument(
-        "--out", required=True, metavar="DIR", help="run folder (created if needed)"
-    )
-    training.add_argument("--epochs", type=_positive_int, default=10, help="(default: 10)")
-    training.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
-    training.add_argument(
-        "--learning-rate",
-        type=float,
-        default=1e-3,
-        help="Adam's initial learning rate, cosine-decayed to a tenth (default: 1e-3)",
-    )
-    training.add_argument(
-        "--adam-betas",
-        type=float,
-        nargs=2,
-        metavar=("BETA_1", "BETA_2"),
-        help="Adam's beta_1 and beta_2, of every optimizer (default: 0.9 0.999; GANs often "
-        "train with 0.5 0.9)",
-    )
-    training.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.1,
-        help="share of the images held out, at random (default: 0.1)",
-    )
-    training.add_argument(
-        "--channels",
-        type=_channel_list,
-        default=(64, 128),
-        metavar="C1,C2,...",
-        help="channels of the encoder's stride-2 convolutions; their count is the number of "
-        "halvings of the image size (default: 64,128)",
-    )
-    training.add_argument(
-        "--residual-blocks", type=_non_negative_int, default=1, help="(default: 1)"
-    )
-    training.add_argument(
-        "--latent-dim",
-        type=_positive_int,
-        help=f"latent channels (default: {_latent_dim_defaults(FAMILIES)})",
-    )
-    training.add_argument(
-        "--num-embeddings",
-        type=_positive_int,
-        default=512,
-        metavar="K",
-        help="codebook size of the VQ families (default: 512)",
-    )
-    training.add_argument(
-        "--depth", type=_positive_int, default=4, help="rqvae levels (default: 4)"
-    )
-    training.add_argument("--beta", type=float, default=1.0, help="vae KL weight (default: 1)")
-    training.add_argument(
-        "--kl-weight", type=float, default=1e-6, help="klvae KL weight (default: 1e-6)"
-    )
-    training.add_argument(
-        "--gumbel-temperature",
-        type=_positive_float,
-        nargs=2,
-        metavar=("START", "END"),
-        help="gumbel-vae: temperatures of the first step and of the end of the anneal "
-        "(default: 1 0.0625)",
-    )
-    training.add_argument(
-        "--gumbel-anneal-epochs",
-        type=_positive_int,
-        metavar="EPOCHS",
-        help="gumbel-vae: epochs of the exponential anneal (default: --epochs)",
-    )
-    # Each flag's help names the families that take it, from the registry.
-    takers = {option: ", ".join(families_taking(option)) for option in CODEBOOK_OPTIONS}
-    training.add_argument(
-        "--code-dim",
-        type=_positive_int,
-        metavar="N",
-        help=f"{takers['code_dim']}: width of the codes, with projections in and out of "
-        "the latent channels (default: the latent channels, no projections)",
-    )
-    training.add_argument(
-        "--normalize-codes",
-        action="store_true",
-        default=None,
-        help=f"{takers['normalize_codes']}: l2-normalised latents and codes (cosine similarity)",
-    )
-    training.add_argument(
-        "--kmeans-init",
-        action="store_true",
-        default=None,
-        help=f"{takers['kmeans_init']}: codebooks initialised by k-means on the first "
-        "training batch",
-    )
-    training.add_argument(
-        "--gradient-estimator",
-        choices=GRADIENT_ESTIMATORS,
-        help=f"{takers['gradient_estimator']}: gradient through the quantizer, the "
-        "straight-through estimator or the rotation trick (default: straight_through)",
-    )
-    training.add_argument(
-        "--discriminator-start",
-        type=_non_negative_int,
-        default=0,
-        metavar="STEPS",
-        help="vqgan, adversarial-klvae: training steps before the adversarial terms count "
-        "(default: 0)",
-    )
-    training.add_argument(
-        "--adversarial-weight",
-        type=float,
-        default=0.8,
-        help="vqgan, adversarial-klvae: factor of the adaptive weight of the autoencoder's "
-        "adversarial term; "
-        "0 trains the discriminator without it (default: 0.8)",
-    )
-    training.add_argument(
-        "--perceptual-features",
-        metavar="PRESET_OR_DIR",
-        help="vqgan, adversarial-klvae: add a perceptual loss in the Conv2D features of this "
-        "classifier preset, "
-        "which takes images of the training images' size (e.g. mnist_classifier for 28x28 "
-        "digits; default: none)",
-    )
-    training.add_argument(
-        "--perceptual-weight",
-        type=_positive_float,
-        metavar="W",
-        help="vqgan, adversarial-klvae: the factor of the perceptual loss against the L1 pixel "
-        "loss (default: 1; needs --perceptual-features)",
-    )
-    training.add_argument(
-        "--discriminator-learning-rate",
-        type=_positive_float,
-        metavar="RATE",
-        help="vqgan, adversarial-klvae: the discriminator's initial learning rate, with the "
-        "same cosine decay (default: --learning-rate)",
-    )
-    training.add_argument("--seed", type=_non_negative_int, default=0, help="(default: 0)")
-    training.add_argument(
-        "--distribute",
-        action="store_true",
-        help="train data-parallel on all local devices, --batch-size being the global batch "
-        "(JAX and TensorFlow; see docs/distributed.md)",
-    )
-    training.add_argument(
-        "--augment",
-        nargs="?",
-        const="flip,shift",
-        type=_augmentation_list,
-        metavar="KINDS",
-        help="augment the training images in the input pipeline: a comma-separated subset of "
-        + "; ".join(f"{name}: {what}" for name, what in AUGMENTATIONS.items())
-        + " (bare --augment: flip,shift; digits and text want shift only; default: none)",
-    )
-    training.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
+    # The family registry's options: those of the family argv names.
+    train.add_arguments_for(training, sys.argv[1:] if argv is None else argv)
     training.set_defaults(run=_train)
 
     compressing = commands.add_parser(
@@ -559,12 +310,12 @@ def build_parser():
     _add_input_options(compressing)
     compressing.add_argument(
         "--label",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="class of every image (class-conditional priors; default: the input's labels)",
     )
     compressing.add_argument(
         "--depth",
-        type=_positive_int,
+        type=positive_int,
         help="RQVAE: code the first DEPTH levels only (the prior must model that many)",
     )
     _add_output_options(compressing, "the compressed file to write", metavar="FILE")
@@ -600,7 +351,7 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         result = args.run(args)
     except EXPECTED_ERRORS as e:

@@ -1,8 +1,13 @@
+import json
 import math
+import os
+import statistics
+import time
 
 import keras
 
 from vqkeras import validation
+from vqkeras.file_io import write_json_atomic
 from vqkeras.layers.gumbel_quantizer import GumbelQuantizer
 
 
@@ -144,3 +149,68 @@ class GumbelTemperatureSchedule(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # One call may run several steps (`steps_per_execution`).
         self._step += batch - self._begin + 1
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's wall time and training throughput in a JSON file.
+
+    Training time runs from the start of an epoch to the end of its last
+    training batch, so validation is not counted (the first epoch includes
+    tracing). Entries are keyed by epoch and kept in `path` across
+    interruptions; a redone epoch replaces its entry.
+    """
+
+    def __init__(self, path, num_train_images, resume):
+        super().__init__()
+        self.path = path
+        self.num_train_images = num_train_images
+        self.epochs = {}
+        if resume and os.path.exists(path):
+            with open(path) as f:
+                self.epochs = json.load(f)["epochs"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        train_time = self._last_batch_end - self._start
+        self.epochs[str(epoch + 1)] = {
+            "train_time_s": train_time,
+            "epoch_time_s": time.perf_counter() - self._start,
+            "train_images": self.num_train_images,
+            "images_per_second": self.num_train_images / train_time,
+        }
+        write_json_atomic(self.path, {"epochs": self.epochs}, overwrite=True)
+
+    def summary(self):
+        """Total times and the median throughput over the recorded epochs."""
+        entries = list(self.epochs.values())
+        if not entries:
+            return {}
+        rates = [e["images_per_second"] for e in entries]
+        return {
+            "epochs": len(entries),
+            "training_time_s": sum(e["epoch_time_s"] for e in entries),
+            "training_time_without_validation_s": sum(e["train_time_s"] for e in entries),
+            "images_per_second": statistics.median(rates),
+            "images_per_second_per_epoch": rates,
+        }
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after the epoch that passes `minutes` of training time
+    in this session (None: no limit)."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.seconds is not None and time.perf_counter() - self._start > self.seconds:
+            self.model.stop_training = True

@@ -26,10 +26,9 @@ model, compiles it with `compile_with_cosine_adam`, fits it with
 
 import contextlib
 import dataclasses
-import json
+import functools
 import math
 import os
-import statistics
 import time
 
 import keras
@@ -37,7 +36,9 @@ import numpy as np
 
 from vqkeras import distribution, validation
 from vqkeras.augmentation import augmented_batches
+from vqkeras.callbacks import EpochTimer, TimeLimit
 from vqkeras.file_io import write_json_atomic
+from vqkeras.presets import from_preset, save_to_preset
 
 PRESET_DIR = "preset"
 METRICS_FILE = "metrics.json"
@@ -90,71 +91,6 @@ def load_npz_splits(path, image_shape, validation_size, limit_train=None):
     }
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Records each epoch's wall time and training throughput in a JSON file.
-
-    Training time runs from the start of an epoch to the end of its last
-    training batch, so validation is not counted (the first epoch includes
-    tracing). Entries are keyed by epoch and kept in `path` across
-    interruptions; a redone epoch replaces its entry.
-    """
-
-    def __init__(self, path, num_train_images, resume):
-        super().__init__()
-        self.path = path
-        self.num_train_images = num_train_images
-        self.epochs = {}
-        if resume and os.path.exists(path):
-            with open(path) as f:
-                self.epochs = json.load(f)["epochs"]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = self._last_batch_end = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._last_batch_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        train_time = self._last_batch_end - self._start
-        self.epochs[str(epoch + 1)] = {
-            "train_time_s": train_time,
-            "epoch_time_s": time.perf_counter() - self._start,
-            "train_images": self.num_train_images,
-            "images_per_second": self.num_train_images / train_time,
-        }
-        write_json_atomic(self.path, {"epochs": self.epochs}, overwrite=True)
-
-    def summary(self):
-        """Total times and the median throughput over the recorded epochs."""
-        entries = list(self.epochs.values())
-        if not entries:
-            return {}
-        rates = [e["images_per_second"] for e in entries]
-        return {
-            "epochs": len(entries),
-            "training_time_s": sum(e["epoch_time_s"] for e in entries),
-            "training_time_without_validation_s": sum(e["train_time_s"] for e in entries),
-            "images_per_second": statistics.median(rates),
-            "images_per_second_per_epoch": rates,
-        }
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Stops training after the epoch that passes `minutes` of training time
-    in this session (None: no limit)."""
-
-    def __init__(self, minutes):
-        super().__init__()
-        self.seconds = None if minutes is None else 60.0 * minutes
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.seconds is not None and time.perf_counter() - self._start > self.seconds:
-            self.model.stop_training = True
-
-
 def completed_epochs(out_dir):
     """How many epochs `training_log.csv` in `out_dir` records (0 without one)."""
     path = os.path.join(out_dir, "training_log.csv")
@@ -199,7 +135,7 @@ def compile_with_cosine_adam(
     learning_rate=1e-3,
     final_fraction=0.1,
     betas=(0.9, 0.999),
-    discriminator_learning_rate=None,
+    group_learning_rates=None,
     **compile_kwargs,
 ):
     """Compiles `model` with Adam and a cosine learning-rate decay (`cosine_adam`).
@@ -217,10 +153,11 @@ def compile_with_cosine_adam(
         learning_rate: the initial learning rate.
         final_fraction: the final learning rate, as a fraction of the initial one.
         betas: Adam's `(beta_1, beta_2)`, for every optimizer.
-        discriminator_learning_rate: for a model trained against a
-            discriminator (`VQGAN`, `AdversarialKLVAE`): the initial learning
-            rate of the discriminator's own Adam, with the same decay. None:
-            the discriminator's optimizer is a copy of the autoencoder's.
+        group_learning_rates: for a model of several optimizer groups
+            (`model.optimizer_groups`, e.g. a VQGAN's generator and
+            discriminator): `{group name: initial learning rate}` of the
+            groups whose own Adam starts elsewhere than `learning_rate`, with
+            the same decay. The others' optimizers are copies of the first's.
         **compile_kwargs: more arguments of `compile`, for a model that
             brings no losses of its own (a classifier's `loss`, `metrics`).
 
@@ -233,18 +170,61 @@ def compile_with_cosine_adam(
     ```
     """
     shared = {"decay_steps": decay_steps, "final_fraction": final_fraction, "betas": betas}
-    if discriminator_learning_rate is not None:
-        groups = [group.name for group in getattr(model, "optimizer_groups", ())]
-        if "discriminator" not in groups:
+    groups = [group.name for group in getattr(model, "optimizer_groups", ())]
+    for name, group_learning_rate in (group_learning_rates or {}).items():
+        if name not in groups[1:]:
             raise ValueError(
-                "`discriminator_learning_rate` applies to a model trained against a "
-                f"discriminator (VQGAN, AdversarialKLVAE). Received a {type(model).__name__} "
-                f"whose optimizer groups are {groups or 'none'}."
+                f"A learning rate was given for the optimizer group {name!r}, but "
+                f"{type(model).__name__} {model.name!r} has "
+                + (f"the groups {groups}, the first taking `learning_rate`." if groups else "none.")
             )
-        compile_kwargs["discriminator_optimizer"] = cosine_adam(
-            learning_rate=discriminator_learning_rate, **shared
+        compile_kwargs[f"{name}_optimizer"] = cosine_adam(
+            learning_rate=group_learning_rate, **shared
         )
     model.compile(optimizer=cosine_adam(learning_rate=learning_rate, **shared), **compile_kwargs)
+
+
+def load_initial_weights(model, preset):
+    """Starts `model` from the weights of `preset` (a name or a folder): a
+    warm start, or a fine-tune (a VQGAN from a VQ-VAE preset).
+
+    The preset must hold a model of the same class and configuration (the
+    name, and a KL-VAE's measured scaling factor, aside), or of those of
+    `model.as_inference_model()` (the adversarial families: their encoder,
+    quantizer and decoder are then set, the discriminator keeps its
+    initialization).
+
+    Raises:
+        ValueError: naming the preset's class or the configuration entries
+            that differ.
+    """
+    source = from_preset(preset)
+    target = model
+    if type(source) is not type(model) and hasattr(model, "as_inference_model"):
+        target = model.as_inference_model()
+    if type(source) is not type(target):
+        raise ValueError(
+            f"Cannot start {type(model).__name__} {model.name!r} from {preset!r}: the preset "
+            f"holds a {type(source).__name__}, expected a {type(target).__name__}."
+        )
+    ignored = ("name", "scaling_factor")
+    expected, received = target.get_config(), source.get_config()
+    differing = sorted(
+        key
+        for key in (expected.keys() | received.keys()) - set(ignored)
+        if expected.get(key) != received.get(key)
+    )
+    if differing:
+        raise ValueError(
+            f"Cannot start {type(model).__name__} {model.name!r} from {preset!r}: their "
+            f"architectures differ in {differing}."
+        )
+    target.set_weights(source.get_weights())
+
+
+def num_examples(x):
+    """The number of examples of `x`: an array, or a tuple of arrays of one length."""
+    return len(x[0]) if isinstance(x, (tuple, list)) else len(x)
 
 
 def fit_resumable(
@@ -281,7 +261,7 @@ def fit_resumable(
             f"fit_resumable needs a built and compiled model; received {model.name!r} with "
             f"built={model.built}, compiled={model.compiled}."
         )
-    timer_images = len(x)
+    timer_images = num_examples(x)
     if augmentation is not None:
         x = augmented_batches(x, batch_size, augmentation, seed=seed, labels=y)
         y = batch_size = None
@@ -323,6 +303,7 @@ class TrainingRun:
             earlier epochs are in `training_log.csv`).
         timer: the `EpochTimer`, whose `summary()` covers every epoch of the run.
         fit_time_s: wall time of this session's `fit`.
+        measured: what `after_training(model)` returned (empty without it).
         evaluation: what `evaluate(model)` returned.
         evaluation_time_s: wall time of `evaluate`.
         metrics: what the report wrote to `metrics.json`; None without a report.
@@ -332,6 +313,7 @@ class TrainingRun:
     history: keras.callbacks.History
     timer: EpochTimer
     fit_time_s: float
+    measured: dict
     evaluation: dict
     evaluation_time_s: float
     metrics: dict | None = None
@@ -346,12 +328,16 @@ def train_and_evaluate(
     batch_size,
     seed,
     evaluate,
+    y=None,
     report=None,
+    init_from=None,
+    after_training=None,
     schedule_epochs=None,
     learning_rate=1e-3,
     final_fraction=0.1,
     betas=(0.9, 0.999),
-    discriminator_learning_rate=None,
+    group_learning_rates=None,
+    compile_kwargs=None,
     validation_data=None,
     time_limit_minutes=None,
     distribute=False,
@@ -359,19 +345,23 @@ def train_and_evaluate(
     verbose=2,
     augmentation=None,
 ):
-    """Builds, compiles, fits resumably and evaluates an autoencoder; given a
-    `report`, saves its metrics and the model as a preset.
+    """Builds, compiles, fits resumably and evaluates a model (an autoencoder,
+    a prior over codes, a classifier); given a `report`, saves its metrics and
+    the model as a preset. The one pipeline of `vqkeras train`, the zoo's
+    recipes and the benchmarks.
 
     In order:
 
     1. With a `report`: refuses (`FileExistsError`) an `out_dir/preset/` that
        no earlier session of this run wrote, before any training.
-    2. `keras.utils.set_random_seed(seed)`, then `model = build()`.
+    2. `keras.utils.set_random_seed(seed)`, then `model = build()`; with
+       `init_from`, its weights from that preset (`load_initial_weights`).
     3. `compile_with_cosine_adam`, the decay lasting `schedule_epochs` epochs
-       of `len(x)` examples in batches of `batch_size`.
+       of the examples of `x` in batches of `batch_size`.
     4. `fit_resumable` up to `epochs`: rerunning the same call resumes an
-       interrupted run, and only re-evaluates a finished one.
-    5. `evaluate(model)`.
+       interrupted run (from its checkpoint, not from `init_from` again),
+       and only re-evaluates a finished one.
+    5. `after_training(model)`, then `evaluate(model)`.
     6. With a `report`: `metrics, metadata = report(run)`, given the
        `TrainingRun`; writes `metrics` to `out_dir/metrics.json`, then the
        model with `metadata` to `out_dir/preset/`, each atomically (a rerun
@@ -379,23 +369,33 @@ def train_and_evaluate(
 
     Args:
         build: makes the model, built and uncompiled: `build() -> keras.Model`.
-        x: the training images (an autoencoder's inputs are its targets).
+        x: the training inputs: images (an autoencoder's inputs are its
+            targets), code grids, or a tuple of arrays (a conditioned
+            prior's grids and condition grids).
         out_dir: the run's folder (created if needed).
         epochs: epochs to train, all sessions of the run together.
-        batch_size: images per batch (with `distribute`, the global batch).
+        batch_size: examples per batch (with `distribute`, the global batch).
         seed: seeds the weights' initialization and training.
         evaluate: measures the trained model: `evaluate(model) -> dict`.
+        y: the targets, if any: a class-conditional prior's labels, a
+            classifier's classes.
         report: `report(run) -> (metrics, metadata)`: what to write to
             `metrics.json` and to the preset's metadata. None: nothing is
             written after training (the caller saves the model its own way).
+        init_from: a preset (name or folder) whose weights start the
+            training (see `load_initial_weights`); None: a fresh initialization.
+        after_training: `after_training(model) -> dict`, run before the
+            evaluation: what it measures and stores in the model before it is
+            saved (a family's `after_training`, e.g. a KL-VAE's scaling factor).
         schedule_epochs: length of the learning-rate schedule in epochs
             (default: `epochs`), to reproduce a run that stopped early.
         learning_rate: initial learning rate of `compile_with_cosine_adam`.
         final_fraction: the final learning rate, as a fraction of the initial one.
         betas: Adam's `(beta_1, beta_2)`.
-        discriminator_learning_rate: the initial learning rate of the
-            discriminator's optimizer of an adversarial model (None: a copy
-            of the autoencoder's; see `compile_with_cosine_adam`).
+        group_learning_rates: initial learning rates of other optimizer
+            groups, by group name (see `compile_with_cosine_adam`).
+        compile_kwargs: more arguments of `compile` (a classifier's `loss`
+            and `metrics`).
         validation_data: evaluated after each epoch, as in `fit`.
         time_limit_minutes: stop after the epoch that passes this much
             training time in this session (None: no limit).
@@ -420,19 +420,23 @@ def train_and_evaluate(
     with distribution.data_parallel() if distribute else contextlib.nullcontext():
         keras.utils.set_random_seed(seed)
         model = build()
+        if init_from is not None:
+            load_initial_weights(model, init_from)
         compile_with_cosine_adam(
             model,
-            schedule_epochs * math.ceil(len(x) / batch_size),
+            schedule_epochs * math.ceil(num_examples(x) / batch_size),
             learning_rate=learning_rate,
             final_fraction=final_fraction,
             betas=betas,
-            discriminator_learning_rate=discriminator_learning_rate,
+            group_learning_rates=group_learning_rates,
+            **(compile_kwargs or {}),
         )
         start = time.perf_counter()
         history, timer = fit_resumable(
             model,
             x,
             out_dir,
+            y=y,
             epochs=epochs,
             batch_size=batch_size,
             validation_data=validation_data,
@@ -443,14 +447,20 @@ def train_and_evaluate(
             seed=seed,
         )
         fit_time = time.perf_counter() - start
+    measured = after_training(model) if after_training is not None else {}
     start = time.perf_counter()
     evaluation = evaluate(model)
-    run = TrainingRun(model, history, timer, fit_time, evaluation, time.perf_counter() - start)
+    run = TrainingRun(
+        model, history, timer, fit_time, measured, evaluation, time.perf_counter() - start
+    )
     if report is None:
         return run
     metrics, metadata = report(run)
     write_json_atomic(os.path.join(out_dir, METRICS_FILE), metrics, overwrite=True)
-    model.save_to_preset(preset, metadata=metadata, overwrite=True)
+    # vqkeras's models save what inference needs (an adversarial model, its
+    # autoencoder); any other Keras model (a classifier) is saved whole.
+    save = getattr(model, "save_to_preset", None) or functools.partial(save_to_preset, model)
+    save(preset, metadata=metadata, overwrite=True)
     return dataclasses.replace(run, metrics=metrics)
 
 
