@@ -7,6 +7,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from conftest import blob_images, to_numpy
 
 import vqkeras
@@ -116,3 +117,19 @@ def test_its_preset_is_the_inference_klvae_and_its_keras_file_the_whole_model(tm
     np.testing.assert_array_equal(
         whole.predict(images, verbose=0), model.predict(images, verbose=0)
     )
+
+
+def test_the_deprecated_discriminator_weight_still_loads_as_adversarial_weight():
+    config = json.loads(
+        json.dumps(small_model(adversarial_weight=0.3, kl_weight=1e-4).get_config())
+    )
+    old = dict(config)
+    old["discriminator_weight"] = old.pop("adversarial_weight")
+    with pytest.warns(DeprecationWarning, match="AdversarialKLVAE: `discriminator_weight`"):
+        clone = AdversarialKLVAE.from_config(old)
+    assert (clone.adversarial_weight, clone.kl_weight) == (0.3, 1e-4)
+    # The feature network's layer names are renumbered on loading: compare the rest.
+    loaded = json.loads(json.dumps(clone.get_config()))
+    assert {k: v for k, v in loaded.items() if k != "perceptual_loss"} == {
+        k: v for k, v in config.items() if k != "perceptual_loss"
+    }

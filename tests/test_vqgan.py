@@ -170,18 +170,30 @@ def test_gradients_of_the_terms_and_the_adaptive_weight():
         quantizer=VectorQuantizer(16, 8),
         discriminator=PatchDiscriminator(filters=4, num_layers=2),
         perceptual_loss=_perceptual_loss(),
-        discriminator_weight=0.5,
+        adversarial_weight=0.5,
         lecam_weight=0.5,
     )
     logs = _compiled(model).fit(blob_images(8), batch_size=8, epochs=1, verbose=0).history
     # The discriminator's terms reach the discriminator, not the autoencoder.
     assert logs["d_term_at_decoder"] == [0.0]
     assert logs["d_term_at_discriminator"][0] > 0
-    # The generator's weight: discriminator_weight * ||grad L_rec|| / (||grad L_gen|| + 1e-4).
+    # The generator's weight: adversarial_weight * ||grad L_rec|| / (||grad L_gen|| + 1e-4).
     generator, reconstruction = logs["g_term_at_decoder"][0], logs["reconstruction_at_decoder"][0]
     assert generator > 0 and reconstruction > 0
     expected = 0.5 * min(reconstruction / (generator + 1e-4), 1e4)
     np.testing.assert_allclose(logs["adaptive_weight"][0], expected, rtol=1e-5)
+
+
+def test_the_deprecated_discriminator_weight_still_loads_as_adversarial_weight():
+    config = _json(small_vqgan(perceptual=False, adversarial_weight=0.3).get_config())
+    assert config["adversarial_weight"] == 0.3 and "discriminator_weight" not in config
+    old = dict(config)
+    old["discriminator_weight"] = old.pop("adversarial_weight")
+    with pytest.warns(DeprecationWarning, match="use `adversarial_weight`"):
+        clone = VQGAN.from_config(old)
+    assert clone.adversarial_weight == 0.3 and _json(clone.get_config()) == config
+    with pytest.raises(ValueError, match="discriminator_weight=0.3 and adversarial_weight=0.3"):
+        small_vqgan(perceptual=False, adversarial_weight=0.3, discriminator_weight=0.3)
 
 
 def test_the_adaptive_weight_is_measured_at_the_decoders_output_kernel():
@@ -310,7 +322,7 @@ def test_bad_arguments_get_clear_errors():
             r"`pixel_loss` must be one of \['l1', 'l2'\]. Received: pixel_loss='l3'",
         ),
         ("adversarial_loss", "wgan", r"\['hinge', 'non_saturating'\]. Received: adversarial_loss"),
-        ("discriminator_weight", -1.0, r"`discriminator_weight` must be in \[0.0, inf\)"),
+        ("adversarial_weight", -1.0, r"`adversarial_weight` must be in \[0.0, inf\)"),
         ("discriminator_start", 2.5, r"`discriminator_start` must be a non-negative integer"),
         ("lecam_weight", float("nan"), r"`lecam_weight` must be in"),
         ("lecam_decay", 1.0, r"`lecam_decay` must be in \[0.0, 1.0\). Received: lecam_decay=1.0"),

@@ -35,6 +35,7 @@ class AdversarialTraining:
     loss terms, logs, optimizer groups and arguments.
     """
 
+    @validation.renamed_arguments(discriminator_weight="adversarial_weight")
     def __init__(
         self,
         *args,
@@ -42,7 +43,7 @@ class AdversarialTraining:
         perceptual_loss=None,
         pixel_loss="l1",
         perceptual_weight=1.0,
-        discriminator_weight=0.8,
+        adversarial_weight=0.8,
         discriminator_start=0,
         adversarial_loss="hinge",
         lecam_weight=0.0,
@@ -63,7 +64,7 @@ class AdversarialTraining:
             "pixel_loss": _one_of("pixel_loss", pixel_loss, PIXEL_LOSSES),
             "adversarial_loss": _one_of("adversarial_loss", adversarial_loss, ADVERSARIAL_LOSSES),
             "perceptual_weight": _non_negative("perceptual_weight", perceptual_weight),
-            "discriminator_weight": _non_negative("discriminator_weight", discriminator_weight),
+            "adversarial_weight": _non_negative("adversarial_weight", adversarial_weight),
             "discriminator_start": validation.non_negative_int(
                 "discriminator_start", discriminator_start
             ),
@@ -246,7 +247,7 @@ class AdversarialTraining:
             0.0,
             MAX_ADAPTIVE_WEIGHT,
         )
-        return {"generator_loss": self.discriminator_weight * weight}
+        return {"generator_loss": self.adversarial_weight * weight}
 
     # -- metrics --------------------------------------------------------------
 
@@ -299,7 +300,7 @@ class AdversarialTraining:
             {
                 "pixel_loss": self.pixel_loss,
                 "perceptual_weight": self.perceptual_weight,
-                "discriminator_weight": self.discriminator_weight,
+                "adversarial_weight": self.adversarial_weight,
                 "discriminator_start": self.discriminator_start,
                 "adversarial_loss": self.adversarial_loss,
                 "lecam_weight": self.lecam_weight,

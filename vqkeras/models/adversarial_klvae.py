@@ -34,7 +34,7 @@ class AdversarialKLVAE(AdversarialTraining, KLVAE):
         perceptual_loss: a `PerceptualLoss`, or None for no perceptual term.
         **kwargs: `KLVAE`'s (`kl_weight`, `scaling_factor`, `sampler`),
             `VQGAN`'s adversarial options (`pixel_loss`,
-            `perceptual_weight`, `discriminator_weight`,
+            `perceptual_weight`, `adversarial_weight`,
             `discriminator_start`, `adversarial_loss`, `lecam_weight`,
             `lecam_decay`) and base model keyword arguments.
 

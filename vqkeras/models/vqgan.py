@@ -21,11 +21,11 @@ class VQGAN(AdversarialTraining, VQVAE):
     - `generator_loss`: the adversarial loss of the reconstructions (hinge:
       `-D(fake)`), 0 before `discriminator_start` training steps; in
       training steps it is scaled by the adaptive weight
-      `discriminator_weight * clip(||grad L_rec|| / (||grad L_gen|| + 1e-4),
+      `adversarial_weight * clip(||grad L_rec|| / (||grad L_gen|| + 1e-4),
       0, 1e4)`, both gradients taken at the decoder's last kernel, L_rec
       being the reconstruction plus perceptual terms; so the adversarial
       gradient reaching the decoder is as large as the reconstruction's
-      times `discriminator_weight`, whatever the scale of the losses
+      times `adversarial_weight`, whatever the scale of the losses
       (taming-transformers' L1 loss is on the [-1, 1] scale, twice this
       one: the same `disc_weight` gives the same balance; its perceptual
       term weighs half as much against it as here);
@@ -77,8 +77,9 @@ class VQGAN(AdversarialTraining, VQVAE):
         perceptual_loss: a `PerceptualLoss`, or None for no perceptual term.
         pixel_loss: "l1" or "l2", the reconstruction error.
         perceptual_weight: weight of the perceptual term, >= 0.
-        discriminator_weight: factor of the adaptive weight, >= 0 (0 turns
-            the adversarial loss of the autoencoder off).
+        adversarial_weight: factor of the adaptive weight, >= 0 (0 turns
+            the adversarial loss of the autoencoder off; the keyword
+            `discriminator_weight` still works, deprecated).
         discriminator_start: training steps before the adversarial terms
             count (taming-transformers waits for the autoencoder to
             reconstruct well first: tens of thousands of steps on ImageNet).
