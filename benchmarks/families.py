@@ -8,7 +8,7 @@ the `vqvae_mnist` zoo recipe (`ConvEncoder(channels=(32, 64), num_residual_block
 so all share the same encoder and decoder; only the bottleneck differs:
 
 - ae: `Autoencoder`, a deterministic 7x7xC float latent (C = 16);
-- vae: `VAE(beta=1)`, a 7x7xC diagonal-Gaussian posterior, KL to N(0, I) weighted as
+- vae: `VAE(kl_weight=1)`, a 7x7xC diagonal-Gaussian posterior, KL to N(0, I) weighted as
   the ELBO with a Gaussian likelihood of variance 0.5 on the [0, 1] pixel scale;
 - klvae: `KLVAE(kl_weight=1e-6)`, the same posterior with latent diffusion's tiny
   KL weight;
@@ -99,7 +99,7 @@ from vqkeras.zoo.vqvae_mnist.recipe import RECIPE
 FAMILIES = ("ae", "vae", "klvae", "vqvae", "rqvae")
 LABELS = {
     "ae": "AE",
-    "vae": "VAE (beta=1)",
+    "vae": "VAE (kl_weight=1)",
     "klvae": "KL-VAE (1e-6)",
     "vqvae": "VQ-VAE (K=128)",
     "rqvae": "RQ-VAE (4x128)",
@@ -114,7 +114,7 @@ FACTORY_FAMILIES = {
 }
 # The continuous latents get as many channels as the VQ codes have dimensions.
 LATENT_CHANNELS = RECIPE.latent_dim
-VAE_BETA = 1.0
+VAE_KL_WEIGHT = 1.0
 KLVAE_KL_WEIGHT = 1e-6
 RQ_DEPTH = 4
 FLOAT_BITS = 32
@@ -189,8 +189,7 @@ def build_family(family, seed):
         residual_channels=RECIPE.residual_channels,
         num_embeddings=RECIPE.num_embeddings,
         depth=RQ_DEPTH,
-        beta=VAE_BETA,
-        kl_weight=KLVAE_KL_WEIGHT,
+        kl_weight=VAE_KL_WEIGHT if family == "vae" else KLVAE_KL_WEIGHT,
         seed=seed,
         name=f"{family}_mnist",
     )
@@ -201,7 +200,7 @@ def latent_description(family):
     c, k = LATENT_CHANNELS, RECIPE.num_embeddings
     return {
         "ae": f"deterministic 7x7x{c} float latent",
-        "vae": f"7x7x{c} diagonal-Gaussian posterior, prior N(0, I), beta={VAE_BETA}",
+        "vae": f"7x7x{c} diagonal-Gaussian posterior, prior N(0, I), kl_weight={VAE_KL_WEIGHT}",
         "klvae": f"7x7x{c} diagonal-Gaussian posterior, prior N(0, I), kl_weight={KLVAE_KL_WEIGHT}",
         "vqvae": f"7x7 grid of codes from one EMA codebook of K={k}, D={RECIPE.latent_dim}",
         "rqvae": f"7x7 grid of {RQ_DEPTH} residual codes, one EMA codebook of K={k} per level",

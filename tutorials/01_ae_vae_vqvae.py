@@ -19,7 +19,7 @@
 # - see the three kinds of latent side by side: a plain vector of floats (autoencoder),
 #   a Gaussian distribution (VAE) and a grid of integer codes (VQ-VAE);
 # - write down the loss terms each one trains on: reconstruction; KL for the VAE;
-#   codebook and commitment, with their weight $\beta$, for the VQ-VAE;
+#   codebook and commitment, the latter weighted by `commitment_cost`, for the VQ-VAE;
 # - train small ones on MNIST with the same encoder and decoder, and compare their
 #   reconstructions, what their latents cost in bits, and what comes out when you decode a
 #   *random* latent.
@@ -92,11 +92,11 @@ print("train", x_train.shape, x_train.dtype, "test", x_test.shape)
 # \qquad
 # \mathrm{KL} = \tfrac12 \sum_i \big(\mu_i^2 + \sigma_i^2 - 1 - \log \sigma_i^2\big).$$
 #
-# The KL, in nats, is the information the latent carries about the image. $\beta$ sets its
-# price: with $\beta = 1$ this loss is the negative ELBO for a Gaussian pixel likelihood of
-# variance 1/2, which makes bits expensive and reconstructions blurry; a small $\beta$ buys
-# sharper images with more bits. The logs call the weighted term `kl_loss` and the raw KL
-# per image `kl`.
+# The KL, in nats, is the information the latent carries about the image. $\beta$ (the
+# VAE's `kl_weight`) sets its price: with $\beta = 1$ this loss is the negative ELBO for a
+# Gaussian pixel likelihood of variance 1/2, which makes bits expensive and reconstructions
+# blurry; a small $\beta$ buys sharper images with more bits. The logs call the weighted
+# term `kl_loss` and the raw KL per image `kl`.
 #
 # **VQ-VAE.** The latent is a grid of *integers*. A codebook holds $K$ vectors
 # $e_1, \dots, e_K$ of size $D$. Each encoder output vector $z_e$ is replaced by its
@@ -110,9 +110,9 @@ print("train", x_train.shape, x_train.dtype, "test", x_test.shape)
 #   + \beta\,\underbrace{\lVert z_e - \mathrm{sg}[e_k] \rVert^2}_\text{commitment}.$$
 #
 # The codebook term moves the chosen code towards the encoder output; the commitment term
-# (weight $\beta = 0.25$ by default) keeps the encoder close to its code, so that its
-# outputs do not drift away from the codebook. An image then *is* 49 integers in
-# $[0, K)$: $49 \log_2 K$ bits.
+# (weight $\beta$, the quantizer's `commitment_cost`, 0.25 by default) keeps the encoder
+# close to its code, so that its outputs do not drift away from the codebook. An image
+# then *is* 49 integers in $[0, K)$: $49 \log_2 K$ bits.
 #
 # `build_autoencoder` builds each family from the same sizes.
 
@@ -122,11 +122,11 @@ CODE_DIM, NUM_CODES = 16, 64 if QUICK else 128  # VQ-VAE: D and K
 
 models = {
     "AE": build_autoencoder("ae", (28, 28, 1), latent_dim=LATENT_CHANNELS, channels=CHANNELS),
-    "VAE (beta=1)": build_autoencoder(
-        "vae", (28, 28, 1), latent_dim=LATENT_CHANNELS, channels=CHANNELS, beta=1.0
+    "VAE (kl_weight=1)": build_autoencoder(
+        "vae", (28, 28, 1), latent_dim=LATENT_CHANNELS, channels=CHANNELS, kl_weight=1.0
     ),
-    "VAE (beta=0.02)": build_autoencoder(
-        "vae", (28, 28, 1), latent_dim=LATENT_CHANNELS, channels=CHANNELS, beta=0.02
+    "VAE (kl_weight=0.02)": build_autoencoder(
+        "vae", (28, 28, 1), latent_dim=LATENT_CHANNELS, channels=CHANNELS, kl_weight=0.02
     ),
     # "vqvae" is the codebook learned by gradients, with the loss above.
     "VQ-VAE": build_autoencoder(
@@ -142,7 +142,7 @@ for name, model in models.items():
 # %%
 one = x_test[:1]
 ae_latent = models["AE"].encode(one)
-posterior = models["VAE (beta=1)"].encode(one)  # a DiagonalGaussian
+posterior = models["VAE (kl_weight=1)"].encode(one)  # a DiagonalGaussian
 codes = models["VQ-VAE"].encode_indices(one)
 print("AE latent:       ", tuple(ae_latent.shape), "floats")
 print("VAE posterior:   ", "mean", tuple(posterior.mean.shape), "and log-variance of that shape")
@@ -239,7 +239,7 @@ plt.show()
 # %%
 ae_floats = math.prod(models["AE"].encode(x_test[:1]).shape[1:])
 print(f"AE               {ae_floats * 32:6.0f} bits as float32 ({ae_floats} floats)")
-for name in ("VAE (beta=1)", "VAE (beta=0.02)"):
+for name in ("VAE (kl_weight=1)", "VAE (kl_weight=0.02)"):
     kl_nats = np.mean(keras.ops.convert_to_numpy(models[name].encode(x_test).kl()))
     print(f"{name:16s} {kl_nats / math.log(2):6.0f} bits of KL ({kl_nats:.1f} nats)")
 vq = results["VQ-VAE"]
@@ -269,8 +269,8 @@ noise = keras.random.normal((8, 7, 7, LATENT_CHANNELS), seed=1)
 random_codes = np.random.default_rng(1).integers(0, NUM_CODES, size=(8, 7, 7)).astype("int32")
 samples = {
     "AE": models["AE"].decode(noise),
-    "VAE (beta=1)": models["VAE (beta=1)"].decode(noise),
-    "VAE (beta=0.02)": models["VAE (beta=0.02)"].decode(noise),
+    "VAE (kl_weight=1)": models["VAE (kl_weight=1)"].decode(noise),
+    "VAE (kl_weight=0.02)": models["VAE (kl_weight=0.02)"].decode(noise),
     "VQ-VAE": models["VQ-VAE"].decode_indices(random_codes),
 }
 fig, axes = plt.subplots(len(samples), 8, figsize=(8, 1.1 * len(samples)))
@@ -305,7 +305,7 @@ for preset in ("vqvae_mnist", "klvae_mnist"):
 #
 # ## What to try next
 #
-# - Sweep the VAE's `beta` (1, 0.1, 0.01, 0.001) and plot PSNR against the KL in bits:
+# - Sweep the VAE's `kl_weight` (1, 0.1, 0.01, 0.001) and plot PSNR against the KL in bits:
 #   that curve is the rate-distortion trade-off.
 # - Change the VQ-VAE's codebook size `num_embeddings` (16, 64, 512): bits per image grow
 #   as $\log_2 K$; does PSNR follow?

@@ -180,7 +180,11 @@ model = VQVAE(
     encoder=ConvEncoder(latent_dim=CODE_DIM, channels=CHANNELS, num_residual_blocks=1),
     decoder=ConvDecoder(output_channels=1, channels=CHANNELS[::-1], num_residual_blocks=1),
     quantizer=EMAVectorQuantizer(
-        NUM_CODES, CODE_DIM, beta=0.25, restart_after_steps=RESTART, init_from_first_batch=True
+        NUM_CODES,
+        CODE_DIM,
+        commitment_cost=0.25,
+        restart_after_steps=RESTART,
+        init_from_first_batch=True,
     ),
 )
 model.compile(optimizer=keras.optimizers.Adam(2e-3 if QUICK else 1e-3))
@@ -280,7 +284,7 @@ for name, m in (("this notebook", model), ("vqvae_mnist", zoo_model)):
 # - Swap the quantizer for `VectorQuantizer(NUM_CODES, CODE_DIM)`: the logs gain a
 #   `codebook_loss`; compare the codebook usage after training (tutorial 4 does this
 #   carefully).
-# - Change $\beta$ (0.05, 0.25, 1.0) and watch the commitment loss and the PSNR.
+# - Change $\beta$ (`commitment_cost`: 0.05, 0.25, 1.0) and watch the commitment loss and the PSNR.
 # - Save the model as a preset with `model.save_to_preset("my_vqvae")` and load it back
 #   with `vqkeras.from_preset("my_vqvae")`.
 # - Decode a code grid you edit by hand: change the codes of one row and see which part

@@ -157,7 +157,7 @@ plt.show()
 #   more of it than digits.
 #
 # Blur is not a property of "continuous" latents: it comes from *too few bits*. A VAE whose
-# KL weight is large (tutorial 1, $\beta = 1$) keeps a few dozen bits and is very blurry; a
+# KL weight is large (tutorial 1, `kl_weight=1`) keeps a few dozen bits and is very blurry; a
 # VQ model with a coarse grid or a small codebook loses texture. Latent diffusion chose a
 # tiny KL weight for this reason: the first stage should lose little, and the second stage
 # should do the generating.
