@@ -17,8 +17,10 @@ with random flips and shifts (`vqkeras.augmentation`) and Adam with a cosine
 decay on the CIFAR-10 training split minus its last 5000 images (held out for
 validation), measured on the 10000 test images. Writes `--out/metrics.json`
 and `--out/preset/` (what zoo/cifar10_classifier/ would ship), plus the files
-of `vqkeras.training.fit_resumable`: rerun the same command after an
-interruption to resume.
+of `vqkeras.training.fit_resumable`, through
+`vqkeras.training.train_and_evaluate`: rerun the same command after an
+interruption to resume; `--init-from` starts from a preset's weights (e.g.
+the shipped `cifar10_classifier`) rather than a fresh initialization.
 
 Usage (any Keras backend):
 
@@ -36,21 +38,13 @@ if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 import json
-import math
-import os
 
 import keras
 
 import vqkeras
 from vqkeras.augmentation import augmentation_layers
-from vqkeras.file_io import write_json_atomic
-from vqkeras.training import (
-    classifier_sample_check,
-    compile_with_cosine_adam,
-    fit_resumable,
-    load_npz_splits,
-)
-from vqkeras.zoo.autoencoder_recipe import parse_args
+from vqkeras.training import classifier_sample_check, load_npz_splits, train_and_evaluate
+from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 IMAGE_SHAPE = (32, 32, 3)
 VALIDATION_SIZE = 5000
@@ -86,47 +80,31 @@ def build_model():
 
 
 def main(argv=None):
+    """Trains, measures and saves the classifier (see the module docstring);
+    returns the `vqkeras.training.TrainingRun`."""
     # The zoo's shared options: data, output, epochs, ..., --limit-train.
-    args = parse_args(__doc__.split("\n\n")[0], argv)
-    os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
+    args = parse_training_args(training_parser(__doc__.split("\n\n")[0], 1e-3), argv)
     data = load_npz_splits(args.data, IMAGE_SHAPE, VALIDATION_SIZE, args.limit_train)
     scaled = {name: data[name].astype("float32") / 255.0 for name in ("x_val", "x_test")}
-    model = build_model()
-    compile_with_cosine_adam(
-        model,
-        args.schedule_epochs * math.ceil(len(data["x_train"]) / args.batch_size),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    _, timer = fit_resumable(
-        model,
-        data["x_train"],
-        args.out,
-        y=data["y_train"],
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=(scaled["x_val"], data["y_val"]),
-        time_limit_minutes=args.time_limit_minutes,
-        augmentation=augmentation_layers(["flip", "shift"], seed=args.seed),
-        seed=args.seed,
-    )
-    test = model.evaluate(scaled["x_test"], data["y_test"], verbose=0, return_dict=True)
-    metrics = {
-        "backend": keras.config.backend(),
-        "vqkeras_version": vqkeras.__version__,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "schedule_epochs": args.schedule_epochs,
-        "train_images": len(data["x_train"]),
-        **timer.summary(),
-        "test": {"images": len(scaled["x_test"]), "accuracy": float(test["accuracy"])},
-    }
-    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
-    vqkeras.presets.save_to_preset(
-        model,
-        os.path.join(args.out, "preset"),
-        metadata={
+
+    def evaluate(model):
+        test = model.evaluate(scaled["x_test"], data["y_test"], verbose=0, return_dict=True)
+        return {"images": len(scaled["x_test"]), "accuracy": float(test["accuracy"])}
+
+    def report(run):
+        metrics = {
+            "backend": keras.config.backend(),
+            "vqkeras_version": vqkeras.__version__,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+            "schedule_epochs": args.schedule_epochs,
+            "train_images": len(data["x_train"]),
+            "init_from": args.init_from,
+            **run.timer.summary(),
+            "test": run.evaluation,
+        }
+        metadata = {
             "input": "float32 images in [0, 1], shape (N, 32, 32, 3); output: 10 class "
             "probabilities",
             "feature_layer": FEATURE_LAYER,
@@ -135,13 +113,32 @@ def main(argv=None):
             "evaluation": "CIFAR-10 test split, all 10000 images",
             "recipe": "zoo/cifar10_classifier/recipe.py",
             # The test suite checks the shipped sample is still classified this well.
-            "sample_check": classifier_sample_check(model, "cifar10"),
+            "sample_check": classifier_sample_check(run.model, "cifar10"),
             "training": {key: metrics[key] for key in ("backend", "epochs", "batch_size", "seed")},
             "metrics": metrics["test"],
-        },
-        overwrite=True,
+        }
+        return metrics, metadata
+
+    run = train_and_evaluate(
+        build_model,
+        data["x_train"],  # uint8: the augmentation pipeline scales it to [0, 1]
+        args.out,
+        y=data["y_train"],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        evaluate=evaluate,
+        report=report,
+        init_from=args.init_from,
+        schedule_epochs=args.schedule_epochs,
+        learning_rate=args.learning_rate,
+        compile_kwargs={"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+        validation_data=(scaled["x_val"], data["y_val"]),
+        time_limit_minutes=args.time_limit_minutes,
+        augmentation=augmentation_layers(["flip", "shift"], seed=args.seed),
     )
-    print(json.dumps(metrics, indent=2, sort_keys=True), flush=True)
+    print(json.dumps(run.metrics, indent=2, sort_keys=True), flush=True)
+    return run
 
 
 if __name__ == "__main__":
