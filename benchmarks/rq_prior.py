@@ -5,8 +5,9 @@ What it measures
 ----------------
 Encodes a keras.datasets-layout .npz with a trained `RQVAE` (a preset, or a `.keras`
 file such as the RQ-VAE of `benchmarks/families.py`), trains a class-conditional
-`PixelCNNPrior(depth=...)` on the training codes (the last 5000 training images held out
-for validation) and reports on the test codes:
+`PixelCNNPrior(depth=...)` of the "pixelcnn-prior" family (`vqkeras.families`) on the
+training codes (the last 5000 training images held out for validation) and reports on
+the test codes:
 
 - NLL in nats per code, overall and per level (level 0 is the coarsest): the mean
   cross-entropy of each code given the codes before it (earlier positions, all levels;
@@ -22,8 +23,8 @@ How to run
         --data mnist.npz --rqvae runs/families/full_v2/rqvae/model.keras \\
         --out runs/rq_prior --epochs 3
 
-Resumable (`vqkeras.training.fit_resumable`): rerun the same command after an
-interruption. The results go to `--out/results.json` and stdout.
+Trained by `vqkeras.training.train_and_evaluate`, resumably: rerun the same command
+after an interruption. The results go to `--out/results.json` and stdout.
 """
 
 import argparse
@@ -36,14 +37,18 @@ import keras
 import numpy as np
 
 import vqkeras
-from vqkeras.evaluation import encode_indices, reconstruction_metrics
+from vqkeras.codes import codes_by_name
+from vqkeras.evaluation import EVALUATION_BATCH_SIZE, encode_indices, reconstruction_metrics
+from vqkeras.families import get_family
 from vqkeras.file_io import write_json_atomic
-from vqkeras.models import RQVAE, PixelCNNPrior
-from vqkeras.training import compile_with_cosine_adam, fit_resumable, load_npz_splits
+from vqkeras.models import RQVAE
+from vqkeras.training import load_npz_splits, train_and_evaluate
 
 VALIDATION_SIZE = 5000
 SAMPLES_PER_CLASS = 10
-ARCHITECTURE = {"filters": 64, "num_blocks": 4, "kernel_size": 5, "embedding_dim": 64}
+SEED = 0
+FAMILY = "pixelcnn-prior"
+OPTIONS = {"filters": 64, "num_blocks": 4, "kernel_size": 5, "embedding_dim": 64}
 
 
 def load_rqvae(path):
@@ -57,7 +62,7 @@ def load_rqvae(path):
     return model
 
 
-def per_level_nll(prior, codes, labels, batch_size=500):
+def per_level_nll(prior, codes, labels, batch_size=EVALUATION_BATCH_SIZE):
     """Mean cross-entropy (nats) of the codes of each level: `(depth,)`."""
     totals = np.zeros(prior.depth)
     for start in range(0, len(codes), batch_size):
@@ -78,79 +83,82 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(0)
 
     rqvae = load_rqvae(args.rqvae)
     with np.load(args.data) as arrays:
         probe = arrays["x_test"][:1]
     image_shape = (*probe.shape[1:3], probe.shape[3] if probe.ndim == 4 else 1)
     data = load_npz_splits(args.data, image_shape, VALIDATION_SIZE)
-    codes = {split: encode_indices(rqvae, data[f"x_{split}"]) for split in ("train", "val", "test")}
-    grid = codes["train"].shape[1:3]
-    depth = codes["train"].shape[-1]
+    family = get_family(FAMILY, kind="prior")
+    options = family.options(OPTIONS)
+    grid, condition = family.modelled_grids(rqvae.code_grids(), options)
+    codes = {
+        split: family.inputs(
+            codes_by_name(rqvae.code_grids(), encode_indices(rqvae, data[f"x_{split}"])),
+            grid,
+            condition,
+        )
+        for split in ("train", "val", "test")
+    }
+    depth = grid.depth
     num_classes = int(data["y_train"].max()) + 1
+    cells = math.prod(grid.spatial_shape)
 
-    prior = PixelCNNPrior(
-        rqvae.num_embeddings,
-        grid,
-        num_classes=num_classes,
-        depth=depth,
-        image_size=image_shape,
-        name="rq_prior",
-        **ARCHITECTURE,
-    )
-    prior.build()
-    steps = args.epochs * math.ceil(len(codes["train"]) / args.batch_size)
-    compile_with_cosine_adam(prior, steps, learning_rate=1e-3, final_fraction=0.05)
-    start = time.perf_counter()
-    fit_resumable(
-        prior,
+    def evaluate(prior):
+        levels = per_level_nll(prior, codes["test"], data["y_test"])
+        psnr_by_depth = [
+            reconstruction_metrics(data["x_test"], rqvae.decode_indices(codes["test"][..., :k]))[
+                "psnr_db"
+            ]
+            for k in range(1, depth + 1)
+        ]
+        labels = np.repeat(np.arange(num_classes), SAMPLES_PER_CLASS).astype("int32")
+        start = time.perf_counter()
+        samples = keras.ops.convert_to_numpy(prior.sample(len(labels), labels=labels, seed=SEED))
+        sampling_time = time.perf_counter() - start
+        images = np.clip(keras.ops.convert_to_numpy(rqvae.decode_indices(samples)), 0.0, 1.0)
+        height, width, channels = image_shape
+        mosaic = images.reshape(num_classes, SAMPLES_PER_CLASS, height, width, channels)
+        mosaic = mosaic.transpose(0, 2, 1, 3, 4).reshape(
+            num_classes * height, SAMPLES_PER_CLASS * width, channels
+        )
+        keras.utils.save_img(os.path.join(args.out, "samples.png"), mosaic, scale=True)
+        return {
+            "test_images": len(codes["test"]),
+            "nll_nats_per_code": float(levels.mean()),
+            "nll_nats_per_code_by_level": [float(value) for value in levels],
+            "bits_per_image_under_prior": float(levels.sum() * cells / math.log(2)),
+            "bits_per_image_raw": depth * cells * math.log2(grid.num_embeddings),
+            "psnr_db_by_depth": psnr_by_depth,
+            "sampling_time_s": sampling_time,
+            "samples": len(labels),
+        }
+
+    run = train_and_evaluate(
+        lambda: family.build(
+            grid, options, num_classes=num_classes, image_shape=image_shape, name="rq_prior"
+        ),
         codes["train"],
         args.out,
         y=data["y_train"],
         epochs=args.epochs,
         batch_size=args.batch_size,
+        seed=SEED,
+        evaluate=evaluate,
+        final_fraction=family.final_learning_rate_fraction,
         validation_data=(codes["val"], data["y_val"]),
     )
-    fit_time = time.perf_counter() - start
-
-    levels = per_level_nll(prior, codes["test"], data["y_test"])
-    cells = math.prod(grid)
-    psnr_by_depth = [
-        reconstruction_metrics(data["x_test"], rqvae.decode_indices(codes["test"][..., :k]))[
-            "psnr_db"
-        ]
-        for k in range(1, depth + 1)
-    ]
-    labels = np.repeat(np.arange(num_classes), SAMPLES_PER_CLASS).astype("int32")
-    start = time.perf_counter()
-    samples = keras.ops.convert_to_numpy(prior.sample(len(labels), labels=labels, seed=0))
-    sampling_time = time.perf_counter() - start
-    images = np.clip(keras.ops.convert_to_numpy(rqvae.decode_indices(samples)), 0.0, 1.0)
-    height, width, channels = image_shape
-    mosaic = images.reshape(num_classes, SAMPLES_PER_CLASS, height, width, channels)
-    mosaic = mosaic.transpose(0, 2, 1, 3, 4).reshape(
-        num_classes * height, SAMPLES_PER_CLASS * width, channels
-    )
-    keras.utils.save_img(os.path.join(args.out, "samples.png"), mosaic, scale=True)
-
     results = {
         "backend": keras.config.backend(),
         "rqvae": args.rqvae,
-        "grid": [*grid, depth],
-        "num_embeddings": rqvae.num_embeddings,
-        "prior_parameters": prior.count_params(),
+        "family": FAMILY,
+        "options": options.as_dict(),
+        "grid": list(grid.shape),
+        "num_embeddings": grid.num_embeddings,
+        "prior_parameters": run.model.count_params(),
         "epochs": args.epochs,
-        "fit_time_s": fit_time,
-        "test_images": len(codes["test"]),
-        "nll_nats_per_code": float(levels.mean()),
-        "nll_nats_per_code_by_level": [float(value) for value in levels],
-        "bits_per_image_under_prior": float(levels.sum() * cells / math.log(2)),
-        "bits_per_image_raw": depth * cells * math.log2(rqvae.num_embeddings),
-        "psnr_db_by_depth": psnr_by_depth,
-        "sampling_time_s": sampling_time,
-        "samples": len(labels),
+        "fit_time_s": run.fit_time_s,
+        **run.evaluation,
     }
     write_json_atomic(os.path.join(args.out, "results.json"), results, overwrite=True)
     print(json.dumps(results, indent=2))
