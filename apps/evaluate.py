@@ -40,6 +40,7 @@ from vqkeras.evaluation import (
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models import CodePrior
 from vqkeras.models.autoencoder_model import AutoencoderModel
+from vqkeras.validation import to_unit_range
 
 
 def _load(args, model):
@@ -98,7 +99,7 @@ def _classifier_metrics(args, classifier):
         args.quiet,
     )
     labels = _labels(inputs, "A classifier")
-    scores = classifier.predict(inputs.images / 255.0, batch_size=args.batch_size, verbose=0)
+    scores = classifier.predict(to_unit_range(inputs.images), batch_size=args.batch_size, verbose=0)
     return {
         "images": len(labels),
         "skipped": len(inputs.skipped),

@@ -27,8 +27,9 @@ from vqkeras.apps import models
 from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.outputs import describe_input, make_folder, output_paths
-from vqkeras.evaluation import ssim_per_image
+from vqkeras.evaluation import psnr_db, ssim_per_image
 from vqkeras.file_io import write_atomic, write_json_atomic
+from vqkeras.validation import to_unit_range
 
 GRID_IMAGES = 64
 GRID_COLUMNS = 8
@@ -38,11 +39,9 @@ OUTPUTS = ("reconstructions.png", "metrics.csv", "summary.json")
 def per_image_metrics(images, reconstructions):
     """`{"mse", "psnr_db", "ssim"}` arrays, one value per image, on the [0, 1]
     scale, as in `vqkeras.evaluation.evaluate_reconstructions`."""
-    target = images.astype("float32") / 255.0
+    target = to_unit_range(images)
     mse = np.mean(np.square(reconstructions - target), axis=(1, 2, 3))
-    # An exact reconstruction would have an infinite PSNR: floor the MSE.
-    psnr = -10.0 * np.log10(np.maximum(mse, 1e-12))
-    return {"mse": mse, "psnr_db": psnr, "ssim": ssim_per_image(target, reconstructions)}
+    return {"mse": mse, "psnr_db": psnr_db(mse), "ssim": ssim_per_image(target, reconstructions)}
 
 
 def write_metrics_csv(path, metrics, names, labels, overwrite):

@@ -89,10 +89,11 @@ import keras
 import numpy as np
 
 import vqkeras
-from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.evaluation import evaluate_reconstructions, psnr_db
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import is_resuming, load_npz_splits, train_and_evaluate
+from vqkeras.validation import to_unit_range
 from vqkeras.zoo import autoencoder_recipe as recipe
 from vqkeras.zoo.vqvae_mnist.recipe import RECIPE
 
@@ -211,14 +212,10 @@ def trainable_parameters(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def unit_scale(images):
-    return images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
-
-
-def psnr_db(target, reconstructions):
+def mse_and_psnr(target, reconstructions):
     """Mean MSE and mean per-image PSNR, as `evaluate_reconstructions` computes them."""
     mse = np.mean(np.square(np.clip(reconstructions, 0.0, 1.0) - target), axis=(1, 2, 3))
-    return float(np.mean(mse)), float(np.mean(-10.0 * np.log10(np.maximum(mse, 1e-12))))
+    return float(np.mean(mse)), float(np.mean(psnr_db(mse)))
 
 
 def in_batches(function, images, batch_size):
@@ -256,11 +253,11 @@ def latent_costs(family, model, x_test, evaluation, batch_size):
             "level_perplexity": [perplexity for _, perplexity in stats],
         }
         if family == "rqvae":
-            target = unit_scale(x_test)
+            target = to_unit_range(x_test)
             prefixes = []
             for depth in range(1, model.depth + 1):
                 reconstructions = in_batches(model.decode_indices, codes[..., :depth], batch_size)
-                mse, psnr = psnr_db(target, reconstructions)
+                mse, psnr = mse_and_psnr(target, reconstructions)
                 prefixes.append(
                     {
                         "depth": depth,
@@ -360,7 +357,7 @@ def write_figure(path, originals, rows):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    target = unit_scale(originals)
+    target = to_unit_range(originals)
     count = len(originals)
     fig, axes = plt.subplots(
         len(rows) + 1, count, figsize=(1.0 * count + 1.6, 1.15 * (len(rows) + 1)), squeeze=False
@@ -375,7 +372,7 @@ def write_figure(path, originals, rows):
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if psnr is not None:
-                _, image_psnr = psnr_db(target[c : c + 1], images[c : c + 1])
+                _, image_psnr = mse_and_psnr(target[c : c + 1], images[c : c + 1])
                 ax.set_xlabel(f"{image_psnr:.1f} dB", fontsize=6, labelpad=1)
         title = label if psnr is None else f"{label}\n{psnr:.2f} dB (test)"
         axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)

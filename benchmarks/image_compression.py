@@ -30,8 +30,9 @@ from PIL import Image
 
 from vqkeras.apps.images import to_uint8
 from vqkeras.compression import Codec, read_header
-from vqkeras.evaluation import reconstruction_metrics
+from vqkeras.evaluation import EVALUATION_BATCH_SIZE, psnr_db, reconstruction_metrics
 from vqkeras.file_io import write_atomic
+from vqkeras.validation import to_unit_range
 
 # The (model, prior) presets measured on each data set; with an RQ-VAE, the
 # prior's depth is the number of levels coded (rate control).
@@ -73,9 +74,9 @@ def pillow_codec(images, format, **options):
 
 def mean_psnr(images, decoded):
     """Mean per-image PSNR in dB of uint8 images, as `reconstruction_metrics` has it."""
-    error = images.astype("float32") / 255.0 - decoded.astype("float32") / 255.0
+    error = to_unit_range(images) - to_unit_range(decoded)
     mse = np.mean(np.square(error), axis=tuple(range(1, images.ndim)))
-    return float(np.mean(-10.0 * np.log10(np.maximum(mse, 1e-12))))
+    return float(np.mean(psnr_db(mse)))
 
 
 def bracketing_qualities(images, format, target_psnr):
@@ -113,7 +114,7 @@ def bracketing_qualities(images, format, target_psnr):
         if quality is None:
             return None
         _, bits, decoded = probes[quality]
-        metrics = reconstruction_metrics(images, decoded.astype("float32") / 255.0)
+        metrics = reconstruction_metrics(images, to_unit_range(decoded))
         return {
             "quality": quality,
             "bits_per_image": bits,
@@ -138,7 +139,7 @@ def measure_vqkeras(images, labels, model, prior, batch_size):
     if not np.array_equal(restored.codes, compressed.codes):
         raise AssertionError("decompress did not give back the codes it was given")
     decoded = to_uint8(restored.images)
-    metrics = reconstruction_metrics(images, decoded.astype("float32") / 255.0)
+    metrics = reconstruction_metrics(images, to_unit_range(decoded))
     count = len(images)
     return {
         "model": model,
@@ -221,7 +222,7 @@ def main():
     parser.add_argument("--cifar10", help="keras.datasets-layout cifar10 .npz")
     parser.add_argument("--mnist", help="keras.datasets-layout mnist .npz")
     parser.add_argument("--limit", type=int, default=500, help="first N test images")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=EVALUATION_BATCH_SIZE)
     parser.add_argument("--out", help="also write the results to this JSON file")
     parser.add_argument("--plot", help="also draw the rate/quality points to this PNG file")
     parser.add_argument(

@@ -12,6 +12,7 @@ from vqkeras.evaluation import (
     feature_statistics,
     frechet_distance,
     frechet_distance_of_images,
+    psnr_db,
     reconstruction_metrics,
     ssim_per_image,
 )
@@ -91,6 +92,12 @@ def test_conditional_sample_agreement_counts_per_class():
         conditional_sample_agreement(tiny_prior(num_classes=3), vqvae, classifier, top_k=0)
     with pytest.raises(ValueError, match="not class-conditional"):
         conditional_sample_agreement(tiny_prior(num_classes=None), vqvae, classifier)
+
+
+def test_psnr_is_minus_ten_log10_of_the_mse_floored_for_exact_reconstructions():
+    np.testing.assert_allclose(psnr_db(np.array([1.0, 0.01, 1e-4])), [0.0, 20.0, 40.0])
+    # A zero MSE is floored at 1e-12: a finite 120 dB.
+    assert psnr_db(0.0) == pytest.approx(120.0)
 
 
 def test_reconstruction_metrics_of_given_reconstructions():

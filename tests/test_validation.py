@@ -1,5 +1,7 @@
 import warnings
 
+import keras
+import numpy as np
 import pytest
 
 from vqkeras import validation
@@ -43,3 +45,16 @@ def test_renamed_arguments_are_silent_without_the_old_keyword():
 def test_renamed_arguments_refuse_both_names(args, kwargs, received):
     with pytest.raises(ValueError, match=f"deprecated name of .*Received both {received}"):
         Renamed(*args, **kwargs)
+
+
+def test_to_unit_range_scales_uint8_only_and_keeps_the_array_kind():
+    images = np.arange(256, dtype="uint8").reshape(4, 8, 8, 1)
+    scaled = validation.to_unit_range(images)
+    assert isinstance(scaled, np.ndarray) and scaled.dtype == np.float32
+    np.testing.assert_array_equal(scaled, images.astype("float32") / np.float32(255))
+    assert scaled.min() == 0.0 and scaled.max() == 1.0
+    floats = np.full((1, 2, 2, 1), 0.5, dtype="float64")
+    assert validation.to_unit_range(floats) is floats
+    tensor = validation.to_unit_range(keras.ops.convert_to_tensor(images))
+    assert keras.ops.is_tensor(tensor) and validation.dtype_of(tensor) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(tensor), scaled, rtol=1e-6, atol=0)

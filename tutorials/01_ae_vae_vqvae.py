@@ -42,6 +42,7 @@ import numpy as np
 
 import vqkeras
 from vqkeras.models.factory import build_autoencoder
+from vqkeras.validation import to_unit_range
 
 QUICK = os.environ.get("VQKERAS_TUTORIAL_QUICK", "1") != "0"
 keras.utils.set_random_seed(0)
@@ -208,7 +209,7 @@ for name, r in results.items():
 # %%
 shown = x_test[:8]
 # Calling a model on images returns its reconstructions (the VAEs decode the posterior mean).
-rows = [shown / 255.0] + [
+rows = [to_unit_range(shown)] + [
     np.clip(keras.ops.convert_to_numpy(m(shown)), 0, 1) for m in models.values()
 ]
 names = ["input", *models]

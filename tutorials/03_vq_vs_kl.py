@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import vqkeras
+from vqkeras.validation import to_unit_range
 
 QUICK = os.environ.get("VQKERAS_TUTORIAL_QUICK", "1") != "0"
 print(f"Keras {keras.__version__}, backend {keras.config.backend()}, quick mode: {QUICK}")
@@ -121,7 +122,7 @@ for name, model in models.items():
     r = vqkeras.evaluation.evaluate_reconstructions(model, images)
     reconstructions[name] = np.clip(model.predict(images[:8], verbose=0), 0, 1)
     recon_all = np.clip(model.predict(images[:256], verbose=0), 0, 1)
-    ratio = edge_energy(recon_all) / edge_energy(images[:256] / 255.0)
+    ratio = edge_energy(recon_all) / edge_energy(to_unit_range(images[:256]))
     bits, kind = bits_of(model, images[:512])
     print(
         f"{name:14s} PSNR {r['psnr_db']:5.2f} dB  SSIM {r['ssim']:.3f}  "
@@ -131,10 +132,10 @@ for name, model in models.items():
 # %%
 fig, axes = plt.subplots(6, 8, figsize=(10, 7.8))
 rows = [
-    ("MNIST", mnist_x[:8] / 255.0),
+    ("MNIST", to_unit_range(mnist_x[:8])),
     ("vqvae_mnist", reconstructions["vqvae_mnist"]),
     ("klvae_mnist", reconstructions["klvae_mnist"]),
-    ("CIFAR-10", cifar_x[:8] / 255.0),
+    ("CIFAR-10", to_unit_range(cifar_x[:8])),
     ("vqvae_cifar10", reconstructions["vqvae_cifar10"]),
     ("klvae_cifar10", reconstructions["klvae_cifar10"]),
 ]

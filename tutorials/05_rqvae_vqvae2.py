@@ -44,6 +44,7 @@ import vqkeras
 from vqkeras.layers import ConvDecoder, ConvEncoder, EMAVectorQuantizer
 from vqkeras.models import VQVAE2
 from vqkeras.models.factory import build_autoencoder
+from vqkeras.validation import to_unit_range
 
 QUICK = os.environ.get("VQKERAS_TUTORIAL_QUICK", "1") != "0"
 print(f"Keras {keras.__version__}, backend {keras.config.backend()}, quick mode: {QUICK}")
@@ -132,7 +133,7 @@ print("held-out PSNR by decoded depth:", [f"{p:.2f}" for p in by_depth])
 shown = x_test[:8]
 shown_codes = codes[:8]
 show_rows(
-    [("input", shown / 255.0)]
+    [("input", to_unit_range(shown))]
     + [
         (
             f"{k} level{'s' * (k > 1)}",
@@ -284,7 +285,7 @@ for name, model in vqvae2_models.items():
     )
 variants = level_ablation(vqvae2, shown)
 show_rows(
-    [("input", shown / 255.0)]
+    [("input", to_unit_range(shown))]
     + [(name, keras.ops.convert_to_numpy(batch)) for name, batch in variants.items()]
 )
 

@@ -225,7 +225,9 @@ kl_nats = np.mean(
     np.concatenate(
         [
             keras.ops.convert_to_numpy(klvae.encode(batch).kl())
-            for batch in np.array_split(x_test, max(1, len(x_test) // 500))
+            for batch in np.array_split(
+                x_test, max(1, len(x_test) // vqkeras.evaluation.EVALUATION_BATCH_SIZE)
+            )
         ]
     )
 )

@@ -57,6 +57,7 @@ from vqkeras.evaluation import frechet_distance_of_images, reconstruction_metric
 from vqkeras.layers import PatchDiscriminator, PerceptualLoss
 from vqkeras.losses import discriminator_hinge_loss, generator_hinge_loss
 from vqkeras.models.factory import build_autoencoder
+from vqkeras.validation import to_unit_range
 
 QUICK = os.environ.get("VQKERAS_TUTORIAL_QUICK", "1") != "0"
 print(f"Keras {keras.__version__}, backend {keras.config.backend()}, quick mode: {QUICK}")
@@ -85,7 +86,7 @@ print("digits for training", x_train.shape, "| CIFAR-10 images to measure", phot
 # channel weights); its inputs are on the [-1, 1] scale, as the autoencoders' are.
 
 # %%
-images = photos[:128].astype("float32") / 255.0
+images = to_unit_range(photos[:128])
 padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
 blurred = sum(padded[:, i : i + 32, j : j + 32] for i in range(3) for j in range(3)) / 9.0
 blur_mse = np.mean(np.square(blurred - images))
@@ -223,7 +224,7 @@ def sharpness(x):
     return dx.mean() + dy.mean()
 
 
-originals = photos.astype("float32") / 255.0
+originals = to_unit_range(photos)
 rows, reconstructions = {}, {}
 for name in ("vqvae_cifar10", "vqgan_cifar10"):
     model = vqkeras.from_preset(name)

@@ -6,7 +6,13 @@ import math
 import keras
 import numpy as np
 
+from vqkeras import validation
 from vqkeras.codes import codes_by_name
+from vqkeras.metrics import LOG_FLOOR
+
+# Images (or code grids) per forward pass of the evaluation functions: large
+# enough to keep a CPU busy, small enough for a model card's 10000 test images.
+EVALUATION_BATCH_SIZE = 500
 
 
 def _batches(array, batch_size):
@@ -24,7 +30,7 @@ def ssim_per_image(images, reconstructions):
     ).numpy()
 
 
-def encode_indices(model, images, batch_size=500):
+def encode_indices(model, images, batch_size=EVALUATION_BATCH_SIZE):
     """`model.encode_indices` over `images` in batches, as int32 NumPy arrays
     in the structure `encode_indices` gives (one array, or a dict of them for
     a model with several grids, like `VQVAE2`)."""
@@ -50,6 +56,13 @@ def code_statistics(indices, num_embeddings):
     }
 
 
+def psnr_db(mse):
+    """PSNR in dB, `-10 log10 MSE`, of MSEs on the [0, 1] scale (a number or
+    an array, e.g. one per image)."""
+    # An exact reconstruction would have an infinite PSNR: floor the MSE.
+    return -10.0 * np.log10(np.maximum(mse, LOG_FLOOR))
+
+
 def reconstruction_metrics(images, reconstructions):
     """MSE, PSNR and SSIM of `reconstructions` against `images`, measured as
     `evaluate_reconstructions` does, for reconstructions made another way
@@ -64,7 +77,7 @@ def reconstruction_metrics(images, reconstructions):
         A dict: `images`, `mse`, `psnr_db`, `psnr_std_db`, `ssim`.
     """
     images = np.asarray(images)
-    target = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
+    target = validation.to_unit_range(images)
     reconstructions = np.clip(keras.ops.convert_to_numpy(reconstructions), 0.0, 1.0)
     if reconstructions.shape != target.shape:
         raise ValueError(
@@ -72,8 +85,7 @@ def reconstruction_metrics(images, reconstructions):
             f"Received shape={reconstructions.shape}."
         )
     mse = np.mean(np.square(reconstructions - target), axis=(1, 2, 3))
-    # An exact reconstruction would have an infinite PSNR: floor the MSE.
-    psnr = -10.0 * np.log10(np.maximum(mse, 1e-12))
+    psnr = psnr_db(mse)
     return {
         "images": len(images),
         "mse": float(np.mean(mse)),
@@ -83,7 +95,7 @@ def reconstruction_metrics(images, reconstructions):
     }
 
 
-def evaluate_reconstructions(model, images, batch_size=500):
+def evaluate_reconstructions(model, images, batch_size=EVALUATION_BATCH_SIZE):
     """Reconstruction metrics, plus code statistics for discrete models.
 
     Reconstructions are clipped to [0, 1] (as when they are saved as images)
@@ -157,7 +169,7 @@ def codebook_statistics(model, indices):
     return metrics
 
 
-def evaluate_prior(prior, codes, labels=None, batch_size=500):
+def evaluate_prior(prior, codes, labels=None, batch_size=EVALUATION_BATCH_SIZE):
     """Negative log-likelihood of code grids under a prior (a `CodePrior`).
 
     `codes` are the prior's code grids, or for a prior with a condition grid
@@ -243,7 +255,7 @@ def feature_layer_name(classifier):
     return candidates[-1]
 
 
-def image_features(classifier, images, layer_name=None, batch_size=500):
+def image_features(classifier, images, layer_name=None, batch_size=EVALUATION_BATCH_SIZE):
     """float64 features `(N, F)` of `images` at a layer of `classifier`.
 
     Args:
@@ -257,7 +269,7 @@ def image_features(classifier, images, layer_name=None, batch_size=500):
     layer_name = feature_layer_name(classifier) if layer_name is None else layer_name
     extractor = keras.Model(classifier.inputs[0], classifier.get_layer(layer_name).output)
     images = np.asarray(images)
-    scaled = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
+    scaled = validation.to_unit_range(images)
     features = extractor.predict(scaled, batch_size=batch_size, verbose=0)
     return np.asarray(features, dtype="float64").reshape(len(images), -1)
 
@@ -321,7 +333,9 @@ def frechet_distance(mean_a, covariance_a, mean_b, covariance_b):
     return float(max(distance, 0.0))  # rounding may take a zero distance below 0
 
 
-def frechet_distance_of_images(images, other_images, classifier, layer_name=None, batch_size=500):
+def frechet_distance_of_images(
+    images, other_images, classifier, layer_name=None, batch_size=EVALUATION_BATCH_SIZE
+):
     """The Fréchet distance between two sets of images (test images and their
     reconstructions, or samples) in a classifier's features, with its label.
 

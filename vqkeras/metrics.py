@@ -11,6 +11,10 @@ from keras import ops
 from vqkeras import validation
 from vqkeras.layers.codebook_ops import sums_per_code
 
+# Floor of the values whose log is taken (probabilities, the MSE of PSNR): a
+# zero gives a finite log, and p log p of a zero probability is 0, not NaN.
+LOG_FLOOR = 1e-12
+
 
 class _CodeHistogram(keras.metrics.Metric):
     def __init__(self, num_embeddings, name, **kwargs):
@@ -55,7 +59,7 @@ class CodebookPerplexity(_CodeHistogram):
 
     def result(self):
         probs = self.counts / ops.maximum(ops.sum(self.counts), 1.0)
-        entropy = -ops.sum(probs * ops.log(ops.maximum(probs, 1e-12)))
+        entropy = -ops.sum(probs * ops.log(ops.maximum(probs, LOG_FLOOR)))
         return ops.exp(entropy)
 
 

@@ -120,6 +120,17 @@ def renamed_arguments(**new_names):
     return decorate
 
 
+def to_unit_range(images):
+    """uint8 images in [0, 255] as float32 in [0, 1]; any other images as
+    they are. A NumPy array is scaled by NumPy, a tensor by the backend (JAX
+    multiplies by 1/255 instead of dividing: the last bit may differ)."""
+    if dtype_of(images) != "uint8":
+        return images
+    if isinstance(images, np.ndarray):
+        return images.astype("float32") / 255.0
+    return ops.cast(images, "float32") / 255.0
+
+
 def dtype_of(x):
     """Standardized dtype name of a tensor, array or nested list."""
     if hasattr(x, "dtype"):

@@ -6,6 +6,7 @@ from keras import ops
 
 from vqkeras import validation
 from vqkeras.layers.quantizer import Quantizer
+from vqkeras.metrics import LOG_FLOOR
 
 # Indices are int32, and the code usage metrics count every code.
 MAX_BITS = 30
@@ -24,7 +25,7 @@ def sign_codes(bits):
 
 def entropy(probabilities, axis=-1):
     """-sum p log p; the log is clipped so that p = 0 adds 0, not NaN."""
-    return -ops.sum(probabilities * ops.log(ops.maximum(probabilities, 1e-12)), axis=axis)
+    return -ops.sum(probabilities * ops.log(ops.maximum(probabilities, LOG_FLOOR)), axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")

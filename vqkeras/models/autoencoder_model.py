@@ -124,9 +124,9 @@ class AutoencoderModel(LossTermsModel):
     def images_to_unit_range(self, images):
         """uint8 [0, 255] or float [0, 1] images as float32 in [0, 1]."""
         self.check_images(images)
-        if validation.dtype_of(images) == "uint8":
-            return ops.cast(images, "float32") / 255.0
-        return ops.cast(images, "float32")
+        # As a tensor whatever comes in: the backend's rounding, the same in
+        # `predict`, `encode` and training.
+        return ops.cast(validation.to_unit_range(ops.convert_to_tensor(images)), "float32")
 
     def encoder_inputs(self, images):
         """Images scaled to [-1, 1] in the compute dtype, as encoders expect."""
