@@ -2,10 +2,11 @@
 
 What it measures
 ----------------
-Each family is built by `vqkeras.models.factory.build_autoencoder` with the sizes of
-the `vqvae_mnist` zoo recipe (`ConvEncoder(channels=(32, 64), num_residual_blocks=1)`,
-28x28 -> a 7x7 latent grid, and the mirrored `ConvDecoder` with sub-pixel upsampling),
-so all share the same encoder and decoder; only the bottleneck differs:
+Each family of the registry (`vqkeras.families`) is built by
+`vqkeras.models.factory.build_autoencoder` with the architecture of the `vqvae_mnist`
+zoo recipe (`ConvEncoder(channels=(48, 96), num_residual_blocks=2)`, 28x28 -> a 7x7
+latent grid, and the mirrored `ConvDecoder` with sub-pixel upsampling), so all share
+the same encoder and decoder; only the bottleneck differs:
 
 - ae: `Autoencoder`, a deterministic 7x7xC float latent (C = 16);
 - vae: `VAE(kl_weight=1)`, a 7x7xC diagonal-Gaussian posterior, KL to N(0, I) weighted as
@@ -21,10 +22,11 @@ C = 16 is the VQ code size D, so all five encoders end in the same kind of 7x7x1
 projection (the VAEs' has twice the channels: means and log-variances). Every family
 gets the same data (MNIST training split minus its last 5000 images, held out for
 validation, as the recipe), epochs, batch size, optimizer (Adam 1e-3 with cosine decay
-to 1e-4, as `zoo/autoencoder_recipe.py`) and seed (`keras.utils.set_random_seed(seed)`
-before each family is built, so a family's result does not depend on which others ran
-before it): each is trained and evaluated by `vqkeras.training.train_and_evaluate`, as
-the zoo recipes are.
+to the family's `final_learning_rate_fraction` of it, 1e-4, as
+`zoo/autoencoder_recipe.py`) and seed (`keras.utils.set_random_seed(seed)` before each
+family is built, so a family's result does not depend on which others ran before it):
+each is trained and evaluated by `vqkeras.training.train_and_evaluate`, as the zoo
+recipes are.
 
 On all 10000 test images, per family: MSE, PSNR (dB, mean over images) and SSIM from
 `vqkeras.evaluation.evaluate_reconstructions` (reconstructions clipped to [0, 1]; the
@@ -89,7 +91,8 @@ import keras
 import numpy as np
 
 import vqkeras
-from vqkeras.evaluation import evaluate_reconstructions, psnr_db
+from vqkeras.evaluation import EVALUATION_BATCH_SIZE, evaluate_reconstructions, psnr_db
+from vqkeras.families import get_family
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import is_resuming, load_npz_splits, train_and_evaluate
@@ -105,7 +108,7 @@ LABELS = {
     "vqvae": "VQ-VAE (K=128)",
     "rqvae": "RQ-VAE (4x128)",
 }
-# `vqkeras.models.factory` names: the VQ-VAE is the EMA one, as in the zoo recipe.
+# Registry names (`vqkeras.families`): the VQ-VAE is the EMA one, as in the zoo recipe.
 FACTORY_FAMILIES = {
     "ae": "ae",
     "vae": "vae",
@@ -114,10 +117,19 @@ FACTORY_FAMILIES = {
     "rqvae": "rqvae",
 }
 # The continuous latents get as many channels as the VQ codes have dimensions.
-LATENT_CHANNELS = RECIPE.latent_dim
+LATENT_CHANNELS = RECIPE.options["latent_dim"]
+NUM_EMBEDDINGS = RECIPE.options["num_embeddings"]
 VAE_KL_WEIGHT = 1.0
 KLVAE_KL_WEIGHT = 1e-6
 RQ_DEPTH = 4
+# Each family's options (`FAMILIES[name].Options`); the others take their defaults.
+FAMILY_OPTIONS = {
+    "ae": {"latent_dim": LATENT_CHANNELS},
+    "vae": {"latent_dim": LATENT_CHANNELS, "kl_weight": VAE_KL_WEIGHT},
+    "klvae": {"latent_dim": LATENT_CHANNELS, "kl_weight": KLVAE_KL_WEIGHT},
+    "vqvae": RECIPE.options,
+    "rqvae": {**RECIPE.options, "depth": RQ_DEPTH},
+}
 FLOAT_BITS = 32
 IMAGE_SHAPE = RECIPE.image_shape
 FIGURE_IMAGES = 8
@@ -184,26 +196,27 @@ def build_family(family, seed):
     return build_autoencoder(
         FACTORY_FAMILIES[family],
         IMAGE_SHAPE,
-        latent_dim=RECIPE.latent_dim,
-        channels=RECIPE.channels,
-        num_residual_blocks=RECIPE.num_residual_blocks,
-        residual_channels=RECIPE.residual_channels,
-        num_embeddings=RECIPE.num_embeddings,
-        depth=RQ_DEPTH,
-        kl_weight=VAE_KL_WEIGHT if family == "vae" else KLVAE_KL_WEIGHT,
+        architecture=RECIPE.architecture,
         seed=seed,
         name=f"{family}_mnist",
+        **FAMILY_OPTIONS[family],
+        **RECIPE.architecture_options,
     )
+
+
+def final_fraction(family):
+    """The final learning rate of the family's cosine schedule, as a fraction of the first."""
+    return get_family(FACTORY_FAMILIES[family]).final_learning_rate_fraction
 
 
 def latent_description(family):
     """A sentence for the results: what the family's latent is."""
-    c, k = LATENT_CHANNELS, RECIPE.num_embeddings
+    c, k = LATENT_CHANNELS, NUM_EMBEDDINGS
     return {
         "ae": f"deterministic 7x7x{c} float latent",
         "vae": f"7x7x{c} diagonal-Gaussian posterior, prior N(0, I), kl_weight={VAE_KL_WEIGHT}",
         "klvae": f"7x7x{c} diagonal-Gaussian posterior, prior N(0, I), kl_weight={KLVAE_KL_WEIGHT}",
-        "vqvae": f"7x7 grid of codes from one EMA codebook of K={k}, D={RECIPE.latent_dim}",
+        "vqvae": f"7x7 grid of codes from one EMA codebook of K={k}, D={c}",
         "rqvae": f"7x7 grid of {RQ_DEPTH} residual codes, one EMA codebook of K={k} per level",
     }[family]
 
@@ -312,10 +325,10 @@ def train_family(family, args, data, folder):
         batch_size=args.batch_size,
         seed=args.seed,
         evaluate=lambda model: evaluate_reconstructions(
-            model, x_test, batch_size=recipe.EVAL_BATCH_SIZE
+            model, x_test, batch_size=EVALUATION_BATCH_SIZE
         ),
         learning_rate=recipe.LEARNING_RATE,
-        final_fraction=recipe.FINAL_LEARNING_RATE_FRACTION,
+        final_fraction=final_fraction(family),
         validation_data=(x_val,),
     )
     model, evaluation, timing = run.model, run.evaluation, run.timer.summary()
@@ -325,7 +338,7 @@ def train_family(family, args, data, folder):
     )
 
     start = time.perf_counter()
-    costs = latent_costs(family, model, x_test, evaluation, recipe.EVAL_BATCH_SIZE)
+    costs = latent_costs(family, model, x_test, evaluation, EVALUATION_BATCH_SIZE)
     reconstructions = np.clip(model.predict(x_test[:FIGURE_IMAGES], verbose=0), 0.0, 1.0)
     np.save(os.path.join(folder, "reconstructions.npy"), reconstructions.astype("float32"))
     model.save(os.path.join(folder, "model.keras"))
@@ -398,9 +411,11 @@ def main(argv=None):
         "test_images": len(x_test),
         "data": args.data,
         "optimizer": f"Adam {recipe.LEARNING_RATE} with cosine decay to "
-        f"{recipe.LEARNING_RATE * recipe.FINAL_LEARNING_RATE_FRACTION}",
-        "encoder": f"ConvEncoder(channels={RECIPE.channels}, "
-        f"num_residual_blocks={RECIPE.num_residual_blocks})",
+        + ", ".join(
+            sorted({f"{recipe.LEARNING_RATE * final_fraction(name):g}" for name in args.families})
+        ),
+        "architecture": RECIPE.architecture,
+        "architecture_options": RECIPE.architecture_options,
         "keras_version": keras.__version__,
         "vqkeras_version": vqkeras.__version__,
         "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",

@@ -2,8 +2,9 @@
 
 What it measures
 ----------------
-Four VQ-VAEs built by `vqkeras.models.factory.build_autoencoder` with the
-encoder and decoder of the `vqvae_cifar10` zoo recipe (`ConvEncoder(channels=(64,
+Four VQ-VAEs of the families of `vqkeras.families`, built by
+`vqkeras.models.factory.build_autoencoder` with the encoder and decoder of the
+`vqvae_cifar10` zoo recipe (`ConvEncoder(channels=(64,
 128), num_residual_blocks=1, residual_channels=64)`, 32x32 -> an 8x8 grid, the
 mirrored `ConvDecoder`), differing only in the quantizer, each with about 2^10
 codes per position:
@@ -15,11 +16,12 @@ codes per position:
 - lfq-vae: `LookupFreeQuantizer(10)`, 1024 codes, on a 10-channel latent, with
   MAGVIT-v2's entropy loss (weight 0.1);
 - gumbel-vae: a straight-through `GumbelQuantizer(1024, 64)`, its temperature annealed
-  from 1 to 1/16 over the whole run (`GumbelTemperatureSchedule`), as `vqkeras train`
-  does.
+  from 1 to 1/16 over the whole run (the family's `GumbelTemperatureSchedule`), as
+  `vqkeras train` does.
 
 Each trains as the recipe does (`vqkeras.training.train_and_evaluate`: the training
-split minus its last 5000 images, Adam 1e-3 with a cosine decay to a tenth,
+split minus its last 5000 images, Adam 1e-3 with a cosine decay to the family's
+`final_learning_rate_fraction`, a tenth, the family's callbacks,
 `--epochs`, `--batch-size`, the seed set before each model is built) and is measured
 on the test split by `vqkeras.evaluation.evaluate_reconstructions`: PSNR (dB, mean
 over images), SSIM, codebook usage (share of the codes used), perplexity, and bits per
@@ -56,20 +58,20 @@ if (pathlib.Path(__file__).resolve().parents[1] / "vqkeras" / "__init__.py").is_
 import keras
 
 from vqkeras.apps.images import image_grid, to_uint8, write_png
-from vqkeras.callbacks import GumbelTemperatureSchedule
-from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.evaluation import EVALUATION_BATCH_SIZE, evaluate_reconstructions
+from vqkeras.families import get_family
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import load_npz_splits, train_and_evaluate
-from vqkeras.zoo.autoencoder_recipe import EVAL_BATCH_SIZE, VALIDATION_SIZE
+from vqkeras.zoo.autoencoder_recipe import VALIDATION_SIZE
 from vqkeras.zoo.vqvae_cifar10.recipe import RECIPE
 
-# Each quantizer's family and its own arguments of `build_autoencoder`: about
+# Each quantizer's family and its options (`FAMILIES[name].Options`): about
 # 2^10 codes each, on a latent as wide as the quantizer takes.
 QUANTIZERS = {
-    "ema-vqvae": {"num_embeddings": 1024, "latent_dim": RECIPE.latent_dim},
+    "ema-vqvae": {"num_embeddings": 1024, "latent_dim": RECIPE.options["latent_dim"]},
     "fsq-vae": {"levels": (8, 5, 5, 5), "latent_dim": 4},
     "lfq-vae": {"num_embeddings": 1024, "latent_dim": 10},
-    "gumbel-vae": {"num_embeddings": 1024, "latent_dim": RECIPE.latent_dim},
+    "gumbel-vae": {"num_embeddings": 1024, "latent_dim": RECIPE.options["latent_dim"]},
 }
 FIGURE_IMAGES = 8
 
@@ -119,42 +121,44 @@ def parse_args(argv=None):
     return args
 
 
-def build(family, seed):
+def build(name, options, seed):
+    """The model of family `name` with its `options`, on the recipe's architecture."""
     return build_autoencoder(
-        family,
+        name,
         RECIPE.image_shape,
-        channels=RECIPE.channels,
-        num_residual_blocks=RECIPE.num_residual_blocks,
-        residual_channels=RECIPE.residual_channels,
+        architecture=RECIPE.architecture,
         seed=seed,
-        **QUANTIZERS[family],
+        **options.as_dict(),
+        **RECIPE.architecture_options,
     )
 
 
-def train(family, args, data, folder):
+def train(name, args, data, folder):
     """Trains and measures one quantizer's model: (model, table row)."""
     x_train, x_test = data["x_train"], data["x_test"]
-    callbacks = []
-    if family == "gumbel-vae":
-        steps_per_epoch = -(-len(x_train) // args.batch_size)
-        callbacks.append(GumbelTemperatureSchedule(args.epochs * steps_per_epoch))
+    family = get_family(name, kind="autoencoder")
+    # Gumbel's temperature anneals over the whole run.
+    options = family.resolve(family.options(QUANTIZERS[name]), epochs=args.epochs)
+    steps_per_epoch = -(-len(x_train) // args.batch_size)
     run = train_and_evaluate(
-        lambda: build(family, args.seed),
+        lambda: build(name, options, args.seed),
         x_train,
         folder,
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        evaluate=lambda model: evaluate_reconstructions(model, x_test, EVAL_BATCH_SIZE),
+        evaluate=lambda model: evaluate_reconstructions(model, x_test, EVALUATION_BATCH_SIZE),
         learning_rate=RECIPE.learning_rate,
+        final_fraction=family.final_learning_rate_fraction,
         betas=RECIPE.betas,
-        callbacks=callbacks,
+        group_learning_rates=family.group_learning_rates(options),
+        callbacks=family.callbacks(options, steps_per_epoch=steps_per_epoch),
         verbose=2,
     )
     timing = run.timer.summary()
     metrics = run.evaluation
     row = {
-        "quantizer": family,
+        "quantizer": name,
         "codes": run.model.quantizer.num_embeddings,
         "psnr_db": metrics["psnr_db"],
         "ssim": metrics["ssim"],

@@ -4,16 +4,17 @@ What it measures
 ----------------
 For each recipe (`zoo/vqvae_mnist`, `zoo/vqvae_cifar10`, `zoo/vqgan_cifar10`), the
 model and optimizer exactly as the recipe makes them
-(`vqkeras.zoo.autoencoder_recipe.build_model`: the factory's "ema-vqvae" or "vqgan";
-`vqkeras.training.compile_with_cosine_adam` with the recipe's learning rates and
-betas; not its starting weights, which do not change the work), trained by
-`model.fit` on
+(`vqkeras.zoo.autoencoder_recipe.build_model` with the recipe's family options: the
+"ema-vqvae" or "vqgan" family of `vqkeras.families`;
+`vqkeras.training.compile_with_cosine_adam` with the recipe's learning rate and betas
+and the family's final learning-rate fraction and group learning rates; not its
+starting weights, which do not change the work), trained by `model.fit` (with the
+family's callbacks) on
 `--images` random uint8 images of the recipe's shape in batches of `--batch-size`
 (the recipes' 128). Pixel values do not change the work of a step, so no dataset is
 needed. The first epoch (tracing and compilation) is not counted; images per second is
 the median over the next `--epochs` epochs of the images of an epoch over its
-training time (from its start to the end of its last batch, as
-`vqkeras.training.EpochTimer`).
+training time (from its start to the end of its last batch: `vqkeras.callbacks.EpochTimer`).
 
 The cost of adversarial training: `vqgan_cifar10` is `vqvae_cifar10`'s model with a
 patch discriminator (its own optimizer: two optimizer groups), the adaptive weight's
@@ -63,7 +64,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 from worker_setup import log, matmul_gflops, median_ms, start_worker, thread_env
@@ -75,7 +75,7 @@ RECIPES = (
     "vqgan_cifar10",
     "vqgan_cifar10-no-perceptual",
 )
-# Recipes changed for the benchmark: name -> (zoo recipe, changed fields).
+# Recipes changed for the benchmark: name -> (zoo recipe, changed family options).
 VARIANTS = {"vqgan_cifar10-no-perceptual": ("vqgan_cifar10", {"perceptual_features": None})}
 # Each adversarial recipe's step is compared with this recipe's.
 ADVERSARIAL_REFERENCE = "vqvae_cifar10"
@@ -135,48 +135,35 @@ def quantizer_step(quantizer, latents, jit_compile):
     return run
 
 
-def epoch_timer(seconds):
-    """A callback that appends each epoch's training time to `seconds`: from the
-    epoch's start to the end of its last batch."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = self.end = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.end = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(self.end - self.start)
-
-    return EpochTimer()
-
-
-def build_recipe_model(name, args, decay_steps):
-    """The recipe (changed as `VARIANTS` says) and its model, compiled as the recipe compiles it."""
+def build_recipe_model(name, args, epochs, steps_per_epoch):
+    """The recipe (its options changed as `VARIANTS` says), the family's
+    options and callbacks, and the model, compiled as the recipe compiles it
+    for a run of `epochs` epochs of `steps_per_epoch` steps."""
     import dataclasses
     import importlib
 
     import keras
 
+    from vqkeras.families import get_family
     from vqkeras.training import compile_with_cosine_adam
     from vqkeras.zoo import autoencoder_recipe
 
     zoo_name, changes = VARIANTS.get(name, (name, {}))
     recipe = importlib.import_module(f"vqkeras.zoo.{zoo_name}.recipe").RECIPE
-    recipe = dataclasses.replace(recipe, init_from=None, **changes)
+    recipe = dataclasses.replace(recipe, init_from=None, options={**recipe.options, **changes})
+    family = get_family(recipe.family, kind="autoencoder")
+    options = family.resolve(family.options(recipe.options), epochs=epochs)
     keras.utils.set_random_seed(args.seed)
-    model = autoencoder_recipe.build_model(recipe, args.seed)
+    model = autoencoder_recipe.build_model(recipe, options, args.seed)
     compile_with_cosine_adam(
         model,
-        decay_steps,
+        epochs * steps_per_epoch,
         learning_rate=recipe.learning_rate,
-        final_fraction=autoencoder_recipe.FINAL_LEARNING_RATE_FRACTION,
+        final_fraction=family.final_learning_rate_fraction,
         betas=recipe.betas,
-        discriminator_learning_rate=recipe.discriminator_learning_rate,
+        group_learning_rates=family.group_learning_rates(options),
     )
-    return recipe, model
+    return recipe, options, family.callbacks(options, steps_per_epoch=steps_per_epoch), model
 
 
 def jax_train_step(name, args):
@@ -184,9 +171,10 @@ def jax_train_step(name, args):
     and the batch of `args.batch_size` images (zeros) it takes (JAX backend only)."""
     import jax
 
-    recipe, model = build_recipe_model(name, args, decay_steps=1)
+    recipe, _, callbacks, model = build_recipe_model(name, args, epochs=1, steps_per_epoch=1)
     images = np.zeros((args.batch_size, *recipe.image_shape), np.uint8)
-    model.fit(images, batch_size=args.batch_size, epochs=1, verbose=0)  # builds every state
+    # Builds every state.
+    model.fit(images, batch_size=args.batch_size, epochs=1, callbacks=callbacks, verbose=0)
     state = (
         [v.value for v in model.trainable_variables],
         [v.value for v in model.non_trainable_variables],
@@ -209,20 +197,25 @@ def training_flops_per_image(name, args):
 
 
 def run_recipe(name, args):
+    from vqkeras.callbacks import EpochTimer
     from vqkeras.layers import EMAVectorQuantizer
 
     steps = -(-args.images // args.batch_size)
-    recipe, model = build_recipe_model(name, args, decay_steps=(1 + args.epochs) * steps)
+    recipe, options, callbacks, model = build_recipe_model(
+        name, args, epochs=1 + args.epochs, steps_per_epoch=steps
+    )
     rng = np.random.default_rng(args.seed)
     images = rng.integers(0, 256, (args.images, *recipe.image_shape), dtype=np.uint8)
-    seconds = []
-    model.fit(
-        images,
-        batch_size=args.batch_size,
-        epochs=1 + args.epochs,
-        callbacks=[epoch_timer(seconds)],
-        verbose=0,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        timer = EpochTimer(os.path.join(tmp, "timing.json"), args.images, resume=False)
+        model.fit(
+            images,
+            batch_size=args.batch_size,
+            epochs=1 + args.epochs,
+            callbacks=[timer, *callbacks],
+            verbose=0,
+        )
+    seconds = [entry["train_time_s"] for entry in timer.epochs.values()]
     epoch_s = statistics.median(seconds[1:])
     images_per_second = args.images / epoch_s
     step_ms = 1e3 * epoch_s / steps
@@ -238,7 +231,7 @@ def run_recipe(name, args):
         "recipe": name,
         "image_shape": list(recipe.image_shape),
         "latent_shape": list(latent_shape),
-        "num_embeddings": recipe.num_embeddings,
+        "num_embeddings": options.num_embeddings,
         "parameters": model.count_params(),
         "jit_compile": bool(model.jit_compile),
         "first_epoch_s": seconds[0],
