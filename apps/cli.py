@@ -351,8 +351,16 @@ def build_parser(argv=None):
 
 
 def main(argv=None):
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, extras = parser.parse_known_args(argv)
     try:
+        if extras and args.command == "train":
+            from vqkeras.apps import train
+
+            # A flag of another family: say whose it is.
+            raise train.unknown_flags_error(args.family, extras)
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
         result = args.run(args)
     except EXPECTED_ERRORS as e:
         if args.debug:

@@ -211,6 +211,31 @@ def add_arguments_for(parser, argv):
     )
 
 
+def _flags(options_class):
+    return {"--" + name.replace("_", "-") for name in options_class.names()}
+
+
+def unknown_flags_error(family_name, extras):
+    """A `ValueError` for the command-line words `extras` that --family
+    `family_name` does not take, naming the families (or architectures)
+    whose options they are."""
+    explained = []
+    for flag in sorted({word.split("=")[0] for word in extras if word.startswith("--")}):
+        owners = [name for name, spec in FAMILIES.items() if flag in _flags(spec.Options)]
+        owners += [
+            f"--architecture {name}"
+            for name, architecture in ARCHITECTURES.items()
+            if flag in _flags(architecture.Options)
+        ]
+        where = f"an option of {', '.join(owners)}" if owners else "no option of vqkeras train"
+        explained.append(f"{flag} is {where}")
+    words = " ".join(extras)
+    return ValueError(
+        f"{'; '.join(explained) or f'Unexpected arguments: {words}'}. Received: --family "
+        f"{family_name} (`vqkeras train --family {family_name} --help` lists its options)."
+    )
+
+
 class ReconstructionGrid(keras.callbacks.Callback):
     """Writes `folder/epoch_NNN.png` after each epoch: `images` over their
     reconstructions, to watch training at a glance."""

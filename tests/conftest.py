@@ -1,5 +1,6 @@
 """Shared test helpers. The suite runs once per backend: KERAS_BACKEND=tensorflow|jax|torch."""
 
+import dataclasses
 import os
 import zlib
 
@@ -158,22 +159,45 @@ def small_vqvae(quantizer="ema", channels=1, num_embeddings=16, latent_dim=8, **
     )
 
 
+def options_of(family, **options):
+    """The `options` that `family` (a name of `vqkeras.families.FAMILIES`)
+    has: sizes shared by a test over several families."""
+    from vqkeras.families import FAMILIES
+
+    names = FAMILIES[family].Options.names()
+    return {name: value for name, value in options.items() if name in names}
+
+
 @pytest.fixture
 def tiny_family():
     """The name of an autoencoder family registered for one test: an
-    `Autoencoder` that halves the image size once more than its `channels`
-    say, with 3 latent channels unless told otherwise."""
-    from vqkeras.models import Autoencoder, factory
+    `Autoencoder` that halves the image size once more than its architecture's
+    `channels` say, with 3 latent channels unless told otherwise."""
+    from vqkeras.families import registry
+    from vqkeras.families.autoencoders import AutoencoderFamily, LatentOptions
+    from vqkeras.families.options import option
+    from vqkeras.models import Autoencoder
 
-    @factory.register_family("tiny-ae", default_latent_dim=3, extra_downsampling=1)
-    def build(parts):
-        encoder = parts.encoder(parts.latent_dim, channels=(*parts.channels, 4))
-        decoder = ConvDecoder(parts.image_shape[-1], channels=(4, *parts.channels[::-1]))
-        return Autoencoder(encoder, decoder, name=parts.name)
+    @dataclasses.dataclass(frozen=True)
+    class TinyOptions(LatentOptions):
+        latent_dim: int = option(3, "latent channels", parse=int)
+
+    @registry.register_family("tiny-ae")
+    class TinyFamily(AutoencoderFamily):
+        """An Autoencoder with one more halving."""
+
+        Options = TinyOptions
+        extra_downsampling = 1
+
+        def build(self, parts, options):
+            channels = parts.architecture.options.channels
+            encoder = ConvEncoder(options.latent_dim, channels=(*channels, 4))
+            decoder = ConvDecoder(parts.image_shape[-1], channels=(4, *channels[::-1]))
+            return Autoencoder(encoder, decoder, name=parts.name)
 
     yield "tiny-ae"
     # There is no public way back: families are registered for good.
-    del factory._REGISTRY["tiny-ae"]
+    del registry._REGISTRY["tiny-ae"]
 
 
 def model_outputs(model, images):

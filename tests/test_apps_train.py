@@ -11,7 +11,8 @@ from conftest import blob_images, subprocess_env
 import vqkeras
 from vqkeras import distribution
 from vqkeras.apps.cli import main
-from vqkeras.evaluation import evaluate_reconstructions
+from vqkeras.evaluation import evaluate_prior, evaluate_reconstructions
+from vqkeras.models import PixelCNNPrior
 
 
 @pytest.fixture
@@ -65,9 +66,9 @@ def test_train_augments_on_request(data, tmp_path, capsys):
     from vqkeras.apps.cli import build_parser
 
     bare = ["train", "--family", "ae", "--data", data, "--out", "r", "--augment"]
-    assert build_parser().parse_args(bare).augment == ["flip", "shift"]
+    assert build_parser(bare).parse_args(bare).augment == ["flip", "shift"]
     with pytest.raises(SystemExit):
-        build_parser().parse_args([*bare, "flip,rotate"])
+        build_parser(bare).parse_args([*bare, "flip,rotate"])
     assert "subset of flip, shift; received 'flip,rotate'" in capsys.readouterr().err
 
 
@@ -101,7 +102,10 @@ def test_train_held_out_metrics_match_evaluation(data, tmp_path, capsys):
 def test_train_offers_and_trains_a_registered_family(data, tmp_path, capsys, tiny_family):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    choices = "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,vqgan,adversarial-klvae,tiny-ae}"
+    choices = (
+        "{ae,vae,klvae,vqvae,ema-vqvae,rqvae,vqvae2,fsq-vae,lfq-vae,gumbel-vae,vqgan,"
+        "adversarial-klvae,pixelcnn-prior,transformer-prior,maskgit-prior,tiny-ae}"
+    )
     assert f"--family {choices}" in capsys.readouterr().out
     out = tmp_path / "tiny"
     arguments = ["train", "--family", tiny_family, "--data", data, "--out", str(out)]
@@ -173,16 +177,19 @@ def test_train_vqgan_with_a_perceptual_loss_resumes_and_saves_the_inference_mode
     other = ["train", "--family", "ema-vqvae", "--data", data, "--out", str(tmp_path / "b")]
     assert main([*other, "--perceptual-features", classifier, "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "--perceptual-features applies to the families vqgan, adversarial-klvae" in error
+    assert (
+        "--perceptual-features is an option of vqgan, adversarial-klvae. Received: --family "
+        "ema-vqvae (`vqkeras train --family ema-vqvae --help` lists its options)." in error
+    )
     assert main([*other, "--discriminator-learning-rate", "1e-4", "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "--discriminator-learning-rate applies to the families vqgan" in error
+    assert "--discriminator-learning-rate is an option of vqgan, adversarial-klvae" in error
     assert main([*other, "--adam-betas", "0.5", "1.0", "--quiet"]) == 2
     assert "--adam-betas must both lie in [0, 1). Received: 0.5 1.0." in capsys.readouterr().err
     gan_without_features = ["train", "--family", "vqgan", "--data", data, "--out", str(out) + "2"]
     assert main([*gan_without_features, "--perceptual-weight", "0.5", "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "Received --perceptual-weight 0.5 without --perceptual-features." in error
+    assert "Received perceptual_weight=0.5 without perceptual_features." in error
     assert not (tmp_path / "b").exists() and not (tmp_path / "vqgan2").exists()
 
 
@@ -256,7 +263,7 @@ def test_train_anneals_the_gumbel_temperature_and_keeps_the_schedule(data, tmp_p
     out = tmp_path / "gumbel"
     arguments = ["train", "--family", "gumbel-vae", "--data", data, "--out", str(out)]
     sizes = ["--channels", "8", "--latent-dim", "4", "--num-embeddings", "16", "--batch-size", "9"]
-    gumbel = ["--gumbel-temperature", "2", "0.5", "--gumbel-anneal-epochs", "4"]
+    gumbel = ["--temperatures", "2,0.5", "--anneal-epochs", "4"]
     assert main([*arguments, *sizes, *gumbel, "--epochs", "1", "--quiet"]) == 0
     capsys.readouterr()
     # 18 training images in batches of 9: 2 steps per epoch, 8 to anneal from 2 to 0.5.
@@ -266,7 +273,8 @@ def test_train_anneals_the_gumbel_temperature_and_keeps_the_schedule(data, tmp_p
     temperature = keras.ops.convert_to_numpy(preset.quantizer.temperature)
     np.testing.assert_allclose(temperature, expected, rtol=1e-6)
     metadata = json.loads((out / "preset" / "metadata.json").read_text())
-    assert metadata["training"]["gumbel_temperature"] == [2.0, 0.5]
+    assert metadata["training"]["temperatures"] == [2.0, 0.5]
+    assert metadata["training"]["anneal_epochs"] == 4
     # Resumed with more epochs, the anneal keeps its length: step 3 of 8.
     assert main([*arguments, *sizes, *gumbel, "--epochs", "2", "--quiet"]) == 0
     preset = vqkeras.from_preset(str(out / "preset"))
@@ -274,8 +282,9 @@ def test_train_anneals_the_gumbel_temperature_and_keeps_the_schedule(data, tmp_p
     temperature = keras.ops.convert_to_numpy(preset.quantizer.temperature)
     np.testing.assert_allclose(temperature, expected, rtol=1e-6)
     # Other families refuse the options.
-    assert train(data, tmp_path / "other", "--gumbel-anneal-epochs", "2") == 2
-    assert "apply to --family gumbel-vae. Received: --family ema-vqvae" in capsys.readouterr().err
+    assert train(data, tmp_path / "other", "--anneal-epochs", "2") == 2
+    error = capsys.readouterr().err
+    assert "--anneal-epochs is an option of gumbel-vae. Received: --family ema-vqvae" in error
 
 
 def test_train_sets_the_codebook_options_records_them_and_resumes(data, tmp_path, capsys):
@@ -291,7 +300,7 @@ def test_train_sets_the_codebook_options_records_them_and_resumes(data, tmp_path
         "gradient_estimator": "rotation",
     }
     settings = json.loads((out / "run.json").read_text())
-    assert {name: settings[name] for name in expected} == expected
+    assert {name: settings["family_options"][name] for name in expected} == expected
     metadata = json.loads((out / "preset" / "metadata.json").read_text())
     assert {name: metadata["training"][name] for name in expected} == expected
     config = vqkeras.from_preset(out / "preset").quantizer.get_config()
@@ -300,21 +309,20 @@ def test_train_sets_the_codebook_options_records_them_and_resumes(data, tmp_path
     assert train(data, out, "--epochs", "2", *codebook) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
     assert train(data, out, "--epochs", "2", *codebook[:-2]) == 2
-    assert "(gradient_estimator: 'rotation' -> None)" in capsys.readouterr().err
+    assert "(gradient_estimator: 'rotation' -> 'straight_through')" in capsys.readouterr().err
 
 
-def test_train_without_codebook_options_records_none_and_the_card_the_defaults(
-    data, tmp_path, capsys
-):
-    # None in run.json, as in the runs recorded before the options existed.
+def test_train_records_the_default_options_in_the_run_and_on_the_card(data, tmp_path, capsys):
     out = tmp_path / "plain"
     assert train(data, out, "--epochs", "1") == 0
-    settings = json.loads((out / "run.json").read_text())
-    assert [settings[name] for name in ("code_dim", "normalize_codes", "kmeans_init")] == [None] * 3
-    assert settings["gradient_estimator"] is None
+    options = json.loads((out / "run.json").read_text())["family_options"]
+    defaults = {"code_dim": None, "normalize_codes": False, "kmeans_init": False}
+    assert {name: options[name] for name in defaults} == defaults
+    assert options["gradient_estimator"] == "straight_through" and options["num_embeddings"] == 16
     training = json.loads((out / "preset" / "metadata.json").read_text())["training"]
-    assert (training["code_dim"], training["normalize_codes"]) == (None, False)
-    assert (training["kmeans_init"], training["gradient_estimator"]) == (False, "straight_through")
+    assert {name: training[name] for name in defaults} == defaults
+    assert (training["family"], training["commitment_cost"]) == ("ema-vqvae", 0.25)
+    assert training["channels"] == [8, 16] and training["architecture"] == "conv"
 
 
 @pytest.mark.parametrize(
@@ -323,22 +331,117 @@ def test_train_without_codebook_options_records_none_and_the_card_the_defaults(
         (
             "fsq-vae",
             ["--code-dim", "3", "--kmeans-init"],
-            "--code-dim applies to vqvae, ema-vqvae, vqvae2, vqgan; --kmeans-init applies to "
-            "vqvae, ema-vqvae, rqvae, vqvae2, vqgan. Received: --family fsq-vae.",
+            "--code-dim is an option of vqvae, ema-vqvae, vqvae2, vqgan; --kmeans-init is an "
+            "option of vqvae, ema-vqvae, rqvae, vqvae2, vqgan. Received: --family fsq-vae",
         ),
         (
             "rqvae",
             ["--kmeans-init", "--gradient-estimator", "rotation"],
-            "--gradient-estimator applies to vqvae, ema-vqvae, vqvae2, vqgan. "
-            "Received: --family rqvae.",
+            "--gradient-estimator is an option of vqvae, ema-vqvae, vqvae2, vqgan. "
+            "Received: --family rqvae",
+        ),
+        (
+            "pixelcnn-prior",
+            ["--model", "vqvae_mnist", "--channels", "8"],
+            "--channels is an option of --architecture conv. Received: --family pixelcnn-prior",
         ),
     ],
 )
-def test_train_refuses_codebook_options_a_family_does_not_take(
+def test_train_refuses_options_a_family_does_not_take(
     data, tmp_path, capsys, family, flags, message
 ):
     out = tmp_path / "refused"
     arguments = ["train", "--family", family, "--data", data, "--out", str(out), *flags]
-    assert main([*arguments, "--channels", "8", "--epochs", "1", "--quiet"]) == 2
+    assert main([*arguments, "--epochs", "1", "--quiet"]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # refused before any training, leaving no run behind
+
+
+def test_train_help_lists_the_options_of_the_family_asked_for(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--family", "fsq-vae", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "options of --family fsq-vae (`VQVAE` with a `FiniteScalarQuantizer`" in text
+    assert "--levels L1,L2,... levels per channel, e.g. 8,5,5,5" in text
+    assert "--channels C1,C2,..." in text and "--code-dim" not in text
+    with pytest.raises(SystemExit):
+        main(["train", "--family", "transformer-prior", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--model PRESET_OR_DIR the VQ autoencoder whose codes the prior models" in text
+    assert "--num-heads N attention heads" in text and "--channels" not in text
+    # An option's bad value: its own check's message.
+    assert (
+        main(["train", "--family", "fsq-vae", "--data", "x", "--out", "o", "--levels", "4,1"]) == 2
+    )
+    assert "Every level must be an integer >= 2" in capsys.readouterr().err
+
+
+def test_train_a_prior_over_a_presets_codes_resumes_and_samples(tmp_path, capsys):
+    out = tmp_path / "prior"
+    arguments = ["train", "--family", "pixelcnn-prior", "--model", "vqvae_mnist"]
+    arguments += ["--data", "sample:mnist", "--out", str(out), "--limit", "60"]
+    arguments += ["--filters", "8", "--num-blocks", "1", "--batch-size", "16", "--quiet"]
+    assert main([*arguments, "--epochs", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["train_grids"], summary["validation_grids"]) == (54, 6)
+    assert (summary["num_classes"], summary["grid_shape"], summary["grid"]) == (
+        10,
+        [7, 7],
+        "indices",
+    )
+    prior = vqkeras.from_preset(out / "preset")
+    assert type(prior) is PixelCNNPrior and (prior.num_classes, prior.filters) == (10, 8)
+    # The held-out figures are the saved prior's, on the codes of the held-out images.
+    codes = np.load(out / "codes.npz")["indices"]
+    _, labels = vqkeras.samples.load("mnist")
+    held_out = np.random.default_rng(0).permutation(60)[:6]
+    expected = evaluate_prior(prior, codes[held_out], labels[held_out].astype("int32"))
+    np.testing.assert_allclose(
+        summary["validation"]["nll_nats_per_code"], expected["nll_nats_per_code"], rtol=1e-4
+    )
+    metadata = json.loads((out / "preset" / "metadata.json").read_text())
+    assert metadata["vqvae"] == "vqvae_mnist" and metadata["training"]["family"] == "pixelcnn-prior"
+
+    # The same command with more epochs continues the run, from the codes made once.
+    assert main([*arguments, "--epochs", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    sampled = tmp_path / "samples"
+    sampling = ["sample", "--model", "vqvae_mnist", "--prior", str(out / "preset"), "--num", "4"]
+    assert main([*sampling, "--label", "3", "--seed", "0", "--out", str(sampled), "--quiet"]) == 0
+    capsys.readouterr()
+    assert (sampled / "samples.png").is_file()
+    np.testing.assert_array_equal(np.load(sampled / "codes.npz")["labels"], [3, 3, 3, 3])
+
+
+def test_train_an_unconditional_prior_and_refuse_models_without_codes(data, tmp_path, capsys):
+    out = tmp_path / "prior"
+    arguments = ["train", "--family", "transformer-prior", "--model", "vqvae_mnist"]
+    arguments += ["--data", data, "--epochs", "1", "--batch-size", "9", "--quiet"]
+    sizes = ["--embed-dim", "8", "--num-heads", "2", "--num-layers", "1"]
+    # The 16x16 blobs have no labels; they are resized to the model's 28x28.
+    assert main([*arguments, *sizes, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_classes"] is None and summary["train_grids"] == 18
+    prior = vqkeras.from_preset(out / "preset")
+    assert prior.num_classes is None and prior.grid_shape == (7, 7) and prior.num_heads == 2
+    assert main([*arguments, "--model", "klvae_mnist", "--out", str(tmp_path / "kl")]) == 2
+    assert "no discrete codes" in capsys.readouterr().err
+    # A warm start must be of the same architecture.
+    warm = [*arguments, *sizes, "--out", str(tmp_path / "warm"), "--init-from", "vqvae_mnist"]
+    assert main(warm) == 2
+    assert "the preset holds a VQVAE, expected a TransformerPrior" in capsys.readouterr().err
+
+
+def test_train_a_klvae_stores_its_measured_scaling_factor(data, tmp_path, capsys):
+    out = tmp_path / "klvae"
+    arguments = ["train", "--family", "klvae", "--data", data, "--out", str(out), "--quiet"]
+    assert main([*arguments, "--channels", "8", "--epochs", "1", "--batch-size", "9"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    model = vqkeras.from_preset(out / "preset")
+    assert model.scaling_factor == summary["scaling_factor"] != 1.0
+    images = np.load(data)["images"]
+    train_images = images[np.random.default_rng(0).permutation(len(images))[2:]]
+    expected = model.compute_scaling_factor(train_images, seed=0)
+    np.testing.assert_allclose(model.scaling_factor, expected, rtol=1e-4)
+    metadata = json.loads((out / "preset" / "metadata.json").read_text())
+    assert metadata["training"]["scaling_factor"] == model.scaling_factor

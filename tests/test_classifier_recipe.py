@@ -120,11 +120,6 @@ def test_the_recipe_writes_a_resumable_run_and_a_feature_network_preset(recipe, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_initial_weights compares a Sequential's get_config() (its layers' build_config "
-    "input_shape tuples) with a preset's, read from JSON (lists), and finds them different",
-)
 def test_the_cifar10_recipe_starts_from_a_preset(recipe, data, tmp_path):
     out = tmp_path / "run"
     arguments = ["--data", data, "--out", str(out), "--batch-size", "16", "--epochs", "1"]

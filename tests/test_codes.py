@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import options_of
 
 from vqkeras.codes import CodeGrid, codes_by_name, codes_from_names
 from vqkeras.models import PixelCNNPrior
@@ -35,9 +36,8 @@ def test_codes_of_one_grid_stay_an_array_and_several_a_dict():
     ],
 )
 def test_models_describe_their_grids_and_priors_are_built_for_them(family, expected):
-    model = build_autoencoder(
-        family, (16, 16, 1), latent_dim=4, channels=(8, 8), num_embeddings=16, depth=3
-    )
+    sizes = options_of(family, latent_dim=4, num_embeddings=16, depth=3)
+    model = build_autoencoder(family, (16, 16, 1), channels=(8, 8), **sizes)
     grids = model.code_grids()
     assert [(g.name, g.shape, g.num_embeddings, g.conditioned_on) for g in grids] == expected
     by_name = {grid.name: grid for grid in grids}

@@ -2,17 +2,20 @@
 
 Each family's own test file keeps what is particular to it (its loss terms
 against NumPy, its latent space, its parts); what they all share is here, so
-that a new family registered in `vqkeras.models.factory` is held to it at once.
+that a new family registered in `vqkeras.families` is held to it at once.
 """
 
 import keras
 import numpy as np
 import pytest
-from conftest import assert_weights_load_on_other_backends, blob_images, to_numpy
+from conftest import assert_weights_load_on_other_backends, blob_images, options_of, to_numpy
 
 from vqkeras.codes import codes_by_name
+from vqkeras.families import families_of_kind
 from vqkeras.layers import Quantizer
-from vqkeras.models.factory import FAMILIES, build_autoencoder
+from vqkeras.models.factory import build_autoencoder
+
+FAMILIES = families_of_kind("autoencoder")
 
 NUM_EMBEDDINGS = 16
 
@@ -23,17 +26,15 @@ def small_model(family, channels=1):
     step, with a small weight (at 0.8, the adversarial gradient as large as
     the reconstruction's, the fit test's few steps lower an L1 loss by less
     than a third)."""
-    return build_autoencoder(
+    options = options_of(
         family,
-        (16, 16, channels),
         latent_dim=4,
-        channels=(8, 16),
         num_embeddings=NUM_EMBEDDINGS,
         depth=2,
-        beta=0.1,
-        kl_weight=1e-3,
-        discriminator_weight=0.2,
+        kl_weight=0.1 if family == "vae" else 1e-3,
+        adversarial_weight=0.2,
     )
+    return build_autoencoder(family, (16, 16, channels), channels=(8, 16), **options)
 
 
 def _quantizers(model):
@@ -126,7 +127,7 @@ def _saving_backend(family):
     """The backend that saves `family`'s weights for the cross-backend test:
     the families take turns, so each backend saves and each loads some of
     them, and the suite does not repeat every pair three times."""
-    return ("tensorflow", "jax", "torch")[list(FAMILIES).index(family) % 3]
+    return ("tensorflow", "jax", "torch")[FAMILIES.index(family) % 3]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from vqkeras.training import (
     completed_epochs,
     fit_resumable,
     is_resuming,
+    load_initial_weights,
     load_npz_splits,
     train_and_evaluate,
 )
@@ -125,7 +126,11 @@ def test_compile_with_cosine_adam_decays_along_a_cosine_to_the_final_fraction():
 def test_compile_with_cosine_adam_gives_a_discriminator_its_own_learning_rate():
     model = build_autoencoder("vqgan", (16, 16, 1), latent_dim=4, channels=(4, 8), num_embeddings=8)
     compile_with_cosine_adam(
-        model, 100, learning_rate=1e-3, betas=(0.5, 0.9), discriminator_learning_rate=4e-4
+        model,
+        100,
+        learning_rate=1e-3,
+        betas=(0.5, 0.9),
+        group_learning_rates={"discriminator": 4e-4},
     )
     generator, discriminator = model.optimizer.optimizers
     for optimizer, rate in ((generator, 1e-3), (discriminator, 4e-4)):
@@ -143,7 +148,11 @@ def test_compile_with_cosine_adam_gives_a_discriminator_its_own_learning_rate():
         ({"final_fraction": 1.5}, r"final_fraction` must be in \[0.0, 1.0\]"),
         ({"betas": (0.9,)}, r"`betas` must be a pair \(beta_1, beta_2\). Received: betas=\(0.9,\)"),
         ({"betas": (0.9, 1.0)}, r"beta_2` must be in \[0.0, 1.0\)"),
-        ({"discriminator_learning_rate": 1e-4}, "optimizer groups are"),
+        (
+            {"group_learning_rates": {"discriminator": 1e-4}},
+            r"learning rate was given for the optimizer group 'discriminator', but VQVAE "
+            r"'vqvae' has the groups \['model'\], the first taking `learning_rate`",
+        ),
     ],
 )
 def test_compile_with_cosine_adam_checks_its_arguments(kwargs, match):
@@ -221,3 +230,74 @@ def test_train_and_evaluate_without_a_report_writes_only_the_training_files(tmp_
     assert run.metrics is None and np.isfinite(run.evaluation["psnr_db"])
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "preset").exists()
     assert completed_epochs(tmp_path) == 1
+
+
+def test_train_and_evaluate_takes_labels_a_warm_start_and_an_after_training_step(tmp_path):
+    # A classifier: targets, compile arguments, a constant learning rate.
+    images = blob_images(12).astype("float32") / 255.0
+    labels = np.arange(12) % 3
+
+    def build():
+        return keras.Sequential(
+            [keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(3)],
+            name="tiny_classifier",
+        )
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    measured = []
+    run = train_and_evaluate(
+        build,
+        images,
+        tmp_path / "first",
+        y=labels,
+        epochs=2,
+        batch_size=4,
+        seed=0,
+        evaluate=lambda model: model.evaluate(images, labels, verbose=0, return_dict=True),
+        report=lambda run: ({"loss": run.evaluation["loss"]}, {}),
+        after_training=lambda model: measured.append(model.name) or {"seen": 12},
+        final_fraction=1.0,
+        compile_kwargs={"loss": loss, "metrics": ["accuracy"]},
+        verbose=0,
+    )
+    assert measured == ["tiny_classifier"] and run.measured == {"seen": 12}
+    assert float(run.model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert run.history.history["loss"][1] < run.history.history["loss"][0]
+    # Saved whole, as a preset, and a warm start from it begins where it ended.
+    start = train_and_evaluate(
+        build,
+        images,
+        tmp_path / "second",
+        y=labels,
+        epochs=1,
+        batch_size=4,
+        seed=1,
+        evaluate=lambda model: model.evaluate(images, labels, verbose=0, return_dict=True),
+        init_from=str(tmp_path / "first" / "preset"),
+        learning_rate=1e-12,
+        compile_kwargs={"loss": loss},
+        verbose=0,
+    )
+    np.testing.assert_allclose(start.evaluation["loss"], run.evaluation["loss"], rtol=1e-4)
+
+
+def test_a_warm_start_needs_the_same_architecture(tmp_path):
+    small = small_vqvae()
+    small.build((None, 16, 16, 1))
+    small.save_to_preset(tmp_path / "vqvae")
+    # A VQGAN starts from a VQ-VAE preset of its inference model's architecture.
+    gan = build_autoencoder("vqgan", (16, 16, 1), latent_dim=4, channels=(8, 16), num_embeddings=16)
+    other = build_autoencoder("ema-vqvae", (16, 16, 1), latent_dim=4, channels=(8,))
+    with pytest.raises(ValueError, match=r"their architectures differ in \['decoder', 'encoder'"):
+        load_initial_weights(other, tmp_path / "vqvae")
+    with pytest.raises(ValueError, match="the preset holds a VQVAE, expected a KLVAE"):
+        load_initial_weights(
+            build_autoencoder("klvae", (16, 16, 1), channels=(8,)), tmp_path / "vqvae"
+        )
+    source = build_autoencoder(
+        "ema-vqvae", (16, 16, 1), latent_dim=4, channels=(8, 16), num_embeddings=16
+    )
+    source.save_to_preset(tmp_path / "ema")
+    load_initial_weights(gan, tmp_path / "ema")
+    for a, b in zip(gan.as_inference_model().weights, source.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

@@ -27,6 +27,7 @@ model, compiles it with `compile_with_cosine_adam`, fits it with
 import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -207,11 +208,10 @@ def load_initial_weights(model, preset):
             f"Cannot start {type(model).__name__} {model.name!r} from {preset!r}: the preset "
             f"holds a {type(source).__name__}, expected a {type(target).__name__}."
         )
-    ignored = ("name", "scaling_factor")
-    expected, received = target.get_config(), source.get_config()
+    expected, received = _architecture(target), _architecture(source)
     differing = sorted(
         key
-        for key in (expected.keys() | received.keys()) - set(ignored)
+        for key in expected.keys() | received.keys()
         if expected.get(key) != received.get(key)
     )
     if differing:
@@ -220,6 +220,23 @@ def load_initial_weights(model, preset):
             f"architectures differ in {differing}."
         )
     target.set_weights(source.get_weights())
+
+
+def _architecture(model):
+    """`model`'s config as JSON values (as a saved preset's), without the
+    names of its layers, which a process numbers as it makes them, nor a
+    KL-VAE's measured scaling factor."""
+
+    def without_names(value):
+        if isinstance(value, dict):
+            return {k: without_names(v) for k, v in value.items() if k != "name"}
+        if isinstance(value, list):
+            return [without_names(v) for v in value]
+        return value
+
+    config = without_names(json.loads(json.dumps(model.get_config())))
+    config.pop("scaling_factor", None)
+    return config
 
 
 def num_examples(x):

@@ -24,11 +24,16 @@ it differs from `--epochs` (to reproduce a run that a time limit stopped
 early); `--time-limit-minutes` stops training after the epoch that passes
 that much training time.
 
-Continuing a trained prior: `--initial-weights` (a prior preset, shipped name
-or folder, of the same architecture) starts training from its weights instead
-of a random initialisation, and `--learning-rate` sets the new cosine
-schedule's peak (default: the recipe's). The preset's metadata records both,
-so a card can state the whole chain of runs.
+The prior is built by its family of the registry (`vqkeras.families`:
+"pixelcnn-prior", "transformer-prior", "maskgit-prior", with the recipe's
+options) and trained by `vqkeras.training.train_and_evaluate`, as `vqkeras
+train --family <prior>` does.
+
+Continuing a trained prior: `--init-from` (a prior preset, shipped name or
+folder, of the same architecture) starts training from its weights instead of
+a random initialisation, and `--learning-rate` sets the new cosine schedule's
+peak (default: the recipe's). The preset's metadata records both, so a card
+can state the whole chain of runs.
 
 Resuming: run the same command again after an interruption; training restarts
 from the last completed epoch. To start afresh, use a new `--out` directory.
@@ -50,21 +55,20 @@ import keras
 import numpy as np
 
 import vqkeras
-from vqkeras.evaluation import conditional_sample_agreement, encode_indices, evaluate_prior
-from vqkeras.file_io import write_atomic, write_json_atomic
-from vqkeras.models import MaskGITPrior, PixelCNNPrior
-from vqkeras.training import (
-    compile_with_cosine_adam,
-    completed_epochs,
-    fit_resumable,
-    load_npz_splits,
+from vqkeras.codes import codes_by_name
+from vqkeras.evaluation import (
+    EVALUATION_BATCH_SIZE,
+    conditional_sample_agreement,
+    encode_indices,
+    evaluate_prior,
 )
+from vqkeras.families import get_family
+from vqkeras.file_io import write_atomic
+from vqkeras.training import completed_epochs, load_npz_splits, train_and_evaluate
 from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 LEARNING_RATE = 1e-3
-FINAL_LEARNING_RATE_FRACTION = 0.05
 VALIDATION_SIZE = 5000
-EVAL_BATCH_SIZE = 500
 SAMPLES_PER_CLASS = 10
 AGREEMENT_SAMPLES_PER_CLASS = 100
 # The sample check's ceiling: this much above the NLL measured at save time.
@@ -82,6 +86,8 @@ class PriorRecipe:
 
     Attributes:
         name: the preset's name (also the model's).
+        family: the prior family of `vqkeras.families.FAMILIES`, e.g.
+            "pixelcnn-prior".
         vqvae: the VQ-VAE preset whose codes are modelled (a shipped name).
         image_shape: `(height, width, channels)` of the dataset's images.
         num_classes: classes of the dataset's labels (the conditioning).
@@ -89,52 +95,30 @@ class PriorRecipe:
         dataset: what the images are, for the model card, e.g. "MNIST".
         classifier: a classifier preset that judges the class-conditional
             samples, or None to skip that measurement.
-        prior_class: the prior's class (a `vqkeras.models.CodePrior`).
-        prior_arguments: its constructor's sizes and options, besides the
-            codes, classes, image size and name (see the class).
+        options: the family's options, by name (e.g. sizes; `depth`: the
+            levels of an RQ-VAE's stacked codes, coarse to fine, that the
+            prior models); the others take the family's defaults.
         learning_rate: the initial learning rate of the cosine schedule.
         mirrored_training_images: also train on the codes of the training
             images mirrored left to right (twice the grids, for classes that
             look the same in a mirror, as CIFAR-10's; not for digits).
-        depth: for an `RQVAE`'s stacked codes, the number of levels (coarse
-            to fine) the prior models, which is then its `depth`; None for a
-            model of one code per position.
     """
 
     name: str
+    family: str
     vqvae: str
     image_shape: tuple
     num_classes: int
     sample: str
     dataset: str
     classifier: str | None = None
-    prior_class: type = PixelCNNPrior
-    prior_arguments: dict = dataclasses.field(
-        default_factory=lambda: {
-            "filters": 64,
-            "num_blocks": 4,
-            "kernel_size": 5,
-            "embedding_dim": 64,
-        }
-    )
+    options: dict = dataclasses.field(default_factory=dict)
     learning_rate: float = LEARNING_RATE
     mirrored_training_images: bool = False
-    depth: int | None = None
-
-
-def first_levels(codes, depth):
-    """`codes` (a dict of arrays; `*_codes` entries are code grids) with only
-    the first `depth` levels of stacked codes; as they are for `depth` None."""
-    if depth is None:
-        return codes
-    return {
-        name: values[..., :depth] if name.endswith("_codes") else values
-        for name, values in codes.items()
-    }
 
 
 def parse_args(recipe, description, argv=None):
-    parser = training_parser(description)
+    parser = training_parser(description, recipe.learning_rate)
     parser.add_argument(
         "--vqvae", default=recipe.vqvae, help="VQ-VAE preset: a shipped name or a folder"
     )
@@ -144,41 +128,36 @@ def parse_args(recipe, description, argv=None):
             default=recipe.classifier,
             help="classifier preset that judges the class-conditional samples",
         )
-    parser.add_argument(
-        "--initial-weights",
-        default=None,
-        help="prior preset (name or folder) of the same architecture whose weights "
-        "training starts from (default: a random initialisation)",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=recipe.learning_rate,
-        help=f"peak of the cosine learning-rate schedule (default: {recipe.learning_rate:g})",
-    )
     args = parse_training_args(parser, argv)
-    if args.learning_rate <= 0:
-        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     args.classifier = getattr(args, "classifier", None)
     return args
 
 
 def export_codes(data_path, image_shape, vqvae, path, mirrored=False):
-    """Code grids and labels of the train / validation / test splits, cached in
-    `path`; with `mirrored`, also `train_mirrored_codes`: the codes of the
-    training images mirrored left to right."""
+    """`{grid name: codes}` and labels of the train / validation / test splits
+    (keys `<split>_<grid name>`, `<split>_labels`), cached in `path`; with
+    `mirrored`, also the codes of the training images mirrored left to right
+    (split `train_mirrored`)."""
     if os.path.exists(path):
         with np.load(path, allow_pickle=False) as codes:
             return {name: codes[name] for name in codes.files}
     data = load_npz_splits(data_path, image_shape, VALIDATION_SIZE)
-    codes = {}
-    for split in ("train", "val", "test"):
-        codes[f"{split}_codes"] = encode_indices(vqvae, data[f"x_{split}"])
-        codes[f"{split}_labels"] = data[f"y_{split}"]
+    images = {split: data[f"x_{split}"] for split in ("train", "val", "test")}
     if mirrored:
-        codes["train_mirrored_codes"] = encode_indices(vqvae, data["x_train"][:, :, ::-1])
+        images["train_mirrored"] = data["x_train"][:, :, ::-1]
+    codes = {}
+    for split, split_images in images.items():
+        by_name = codes_by_name(vqvae.code_grids(), encode_indices(vqvae, split_images))
+        codes.update({f"{split}_{name}": grid_codes for name, grid_codes in by_name.items()})
+    for split in ("train", "val", "test"):
+        codes[f"{split}_labels"] = data[f"y_{split}"]
     write_atomic(path, lambda f: np.savez(f, **codes), mode="wb")
     return codes
+
+
+def split_codes(codes, split, grids):
+    """`{grid name: codes}` of `split` from what `export_codes` returned."""
+    return {grid.name: codes[f"{split}_{grid.name}"] for grid in grids}
 
 
 def save_samples(recipe, prior, vqvae, out, seed):
@@ -198,7 +177,7 @@ def save_samples(recipe, prior, vqvae, out, seed):
     return sampling_time
 
 
-def sample_check(recipe, prior, vqvae, vqvae_name, classifier_name=None):
+def sample_check(recipe, family, grid, prior, vqvae, vqvae_name, classifier_name=None):
     """The `sample_check` metadata entry, which the test suite checks: the NLL
     of the shipped sample's codes, to stay under a ceiling; for a prior whose
     loss is no likelihood (MaskGIT's masked cross-entropy is random), the
@@ -225,8 +204,8 @@ def sample_check(recipe, prior, vqvae, vqvae_name, classifier_name=None):
             }
         }
     images, labels = vqkeras.samples.load(recipe.sample)
-    codes = first_levels({"sample_codes": encode_indices(vqvae, images)}, recipe.depth)
-    nll = evaluate_prior(prior, codes["sample_codes"], labels)["nll_nats_per_code"]
+    codes = codes_by_name(vqvae.code_grids(), encode_indices(vqvae, images))
+    nll = evaluate_prior(prior, family.inputs(codes, grid, None), labels)["nll_nats_per_code"]
     return {
         "sample_check": {
             "sample": recipe.sample,
@@ -237,56 +216,21 @@ def sample_check(recipe, prior, vqvae, vqvae_name, classifier_name=None):
     }
 
 
-def build_prior(recipe, num_embeddings, grid_shape, total_steps, learning_rate):
-    """The prior of `recipe`, built and compiled with a cosine schedule from
-    `learning_rate` over `total_steps`."""
-    # MaskGIT's loss is no likelihood: it takes no image size for bits/dim.
-    image_size = None if issubclass(recipe.prior_class, MaskGITPrior) else recipe.image_shape
-    prior = recipe.prior_class(
-        num_embeddings=num_embeddings,
-        grid_shape=grid_shape,
-        num_classes=recipe.num_classes,
-        **recipe.prior_arguments,
-        **({} if recipe.depth is None else {"depth": recipe.depth}),
-        **({} if image_size is None else {"image_size": image_size}),
-        name=recipe.name,
-    )
-    prior.build((None, *grid_shape))
-    compile_with_cosine_adam(
-        prior,
-        total_steps,
-        learning_rate=learning_rate,
-        final_fraction=FINAL_LEARNING_RATE_FRACTION,
-    )
-    return prior
-
-
-def load_initial_weights(prior, preset):
-    """Copies the weights of the prior preset `preset` into `prior`, whose
-    architecture (its config, the name aside) must be the same."""
-    initial = vqkeras.from_preset(preset, expected_class=type(prior))
-    expected, received = prior.get_config(), initial.get_config()
-    expected.pop("name"), received.pop("name")
-    if expected != received:
-        differing = sorted(
-            key
-            for key in expected.keys() | received.keys()
-            if expected.get(key) != received.get(key)
-        )
-        raise ValueError(
-            f"--initial-weights {preset!r} holds another architecture than the recipe's "
-            f"{type(prior).__name__}: its {differing} differ."
-        )
-    prior.set_weights(initial.get_weights())
-
-
 def main(recipe, description, argv=None):
     """Trains, measures and saves the prior preset of `recipe` (see the module docstring)."""
     args = parse_args(recipe, description, argv)
     os.makedirs(args.out, exist_ok=True)
+    family = get_family(recipe.family, kind="prior")
+    options = family.resolve(family.options(recipe.options), epochs=args.schedule_epochs)
 
     keras.utils.set_random_seed(args.seed)
     vqvae = vqkeras.from_preset(args.vqvae)
+    grid, condition = family.modelled_grids(vqvae.code_grids(), options)
+    if condition is not None:
+        raise ValueError(
+            f"The prior recipe models codes that are not conditioned on another grid; "
+            f"{args.vqvae}'s {grid.name!r} grid is conditioned on {condition.name!r}."
+        )
     start = time.perf_counter()
     codes = export_codes(
         args.data,
@@ -296,100 +240,99 @@ def main(recipe, description, argv=None):
         mirrored=recipe.mirrored_training_images,
     )
     export_time = time.perf_counter() - start
-    codes = first_levels(codes, recipe.depth)
-    train_codes, train_labels = codes["train_codes"], codes["train_labels"]
+    grids = vqvae.code_grids()
+
+    def inputs(split):
+        return family.inputs(split_codes(codes, split, grids), grid, condition)
+
+    train_codes, train_labels = inputs("train"), codes["train_labels"]
     if recipe.mirrored_training_images:
-        train_codes = np.concatenate([train_codes, codes["train_mirrored_codes"]])
+        train_codes = np.concatenate([train_codes, inputs("train_mirrored")])
         train_labels = np.concatenate([train_labels, train_labels])
-    grid_shape = train_codes.shape[1:3]
-    steps_per_epoch = math.ceil(len(train_codes) / args.batch_size)
-    prior = build_prior(
-        recipe,
-        vqvae.num_embeddings,
-        grid_shape,
-        args.schedule_epochs * steps_per_epoch,
-        args.learning_rate,
-    )
-    if args.initial_weights:
-        load_initial_weights(prior, args.initial_weights)
-    print(
-        f"backend={keras.config.backend()} grids train={len(train_codes)} "
-        f"val={len(codes['val_codes'])} test={len(codes['test_codes'])} grid={grid_shape} "
-        f"K={vqvae.num_embeddings} params={prior.count_params()}",
-        flush=True,
-    )
-
-    start = time.perf_counter()
-    history, timer = fit_resumable(
-        prior,
-        train_codes,
-        args.out,
-        y=train_labels,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=(codes["val_codes"], codes["val_labels"]),
-        time_limit_minutes=args.time_limit_minutes,
-    )
-    fit_time = time.perf_counter() - start
-
-    test = evaluate_prior(
-        prior, codes["test_codes"], codes["test_labels"], batch_size=EVAL_BATCH_SIZE
-    )
-    sampling_time = save_samples(recipe, prior, vqvae, args.out, args.seed)
-    if args.classifier:
-        test["conditional_sample_agreement"] = conditional_sample_agreement(
-            prior,
-            vqvae,
-            vqkeras.from_preset(args.classifier),
-            samples_per_class=AGREEMENT_SAMPLES_PER_CLASS,
-            seed=args.seed,
+    if args.limit_train is not None:
+        train_codes, train_labels = (
+            train_codes[: args.limit_train],
+            train_labels[: args.limit_train],
         )
-    metrics = {
-        "backend": keras.config.backend(),
-        "keras_version": keras.__version__,
-        "vqkeras_version": vqkeras.__version__,
-        "vqvae": args.vqvae,
-        "epochs_this_session": len(history.epoch),
-        "epochs_planned": args.epochs,
-        "schedule_epochs": args.schedule_epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "train_grids": len(train_codes),
-        "mirrored_training_images": recipe.mirrored_training_images,
-        "validation_grids": len(codes["val_codes"]),
-        "test_grids": len(codes["test_codes"]),
-        "grid_shape": list(grid_shape),
-        "depth": recipe.depth,
-        "num_embeddings": vqvae.num_embeddings,
-        "prior_class": recipe.prior_class.__name__,
-        "prior_arguments": recipe.prior_arguments,
-        "learning_rate": args.learning_rate,
-        "initial_weights": args.initial_weights,
-        "parameters": prior.count_params(),
-        "code_export_time_s": export_time,
-        "fit_time_this_session_s": fit_time,
-        "final_validation": {
-            name: values[-1] for name, values in history.history.items() if name.startswith("val_")
-        },
-        "sampling_time_100_grids_s": sampling_time,
-        "test": test,
-    }
-    write_json_atomic(os.path.join(args.out, "metrics.json"), metrics, overwrite=True)
-    judged = f"; 1000 class-conditional samples judged by {args.classifier}"
-    prior.save_to_preset(
-        os.path.join(args.out, "preset"),
-        metadata={
+    val_codes, test_codes = inputs("val"), inputs("test")
+
+    def build():
+        prior = family.build(
+            grid,
+            options,
+            num_classes=recipe.num_classes,
+            image_shape=recipe.image_shape,
+            name=recipe.name,
+        )
+        print(
+            f"backend={keras.config.backend()} grids train={len(train_codes)} "
+            f"val={len(val_codes)} test={len(test_codes)} grid={grid.shape} "
+            f"K={grid.num_embeddings} params={prior.count_params()}",
+            flush=True,
+        )
+        return prior
+
+    def evaluate(prior):
+        test = evaluate_prior(
+            prior, test_codes, codes["test_labels"], batch_size=EVALUATION_BATCH_SIZE
+        )
+        test["sampling_time_100_grids_s"] = save_samples(recipe, prior, vqvae, args.out, args.seed)
+        if args.classifier:
+            test["conditional_sample_agreement"] = conditional_sample_agreement(
+                prior,
+                vqvae,
+                vqkeras.from_preset(args.classifier),
+                samples_per_class=AGREEMENT_SAMPLES_PER_CLASS,
+                seed=args.seed,
+            )
+        return test
+
+    def report(run):
+        test = dict(run.evaluation)
+        sampling_time = test.pop("sampling_time_100_grids_s")
+        metrics = {
+            "backend": keras.config.backend(),
+            "keras_version": keras.__version__,
+            "vqkeras_version": vqkeras.__version__,
+            "vqvae": args.vqvae,
+            "epochs_this_session": len(run.history.epoch),
+            "epochs_planned": args.epochs,
+            "schedule_epochs": args.schedule_epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "train_grids": len(train_codes),
+            "mirrored_training_images": recipe.mirrored_training_images,
+            "validation_grids": len(val_codes),
+            "test_grids": len(test_codes),
+            "grid_shape": list(grid.spatial_shape),
+            "depth": grid.depth,
+            "num_embeddings": grid.num_embeddings,
+            "family": recipe.family,
+            "prior_class": type(run.model).__name__,
+            "options": options.as_dict(),
+            "learning_rate": args.learning_rate,
+            "init_from": args.init_from,
+            "parameters": run.model.count_params(),
+            "code_export_time_s": export_time,
+            "fit_time_this_session_s": run.fit_time_s,
+            "final_validation": {
+                name: values[-1]
+                for name, values in run.history.history.items()
+                if name.startswith("val_")
+            },
+            "sampling_time_100_grids_s": sampling_time,
+            "test": test,
+        }
+        judged = f"; 1000 class-conditional samples judged by {args.classifier}"
+        mirrored = " (and the codes of those images mirrored)"
+        metadata = {
             "vqvae": args.vqvae,
             **({"classifier": args.classifier} if args.classifier else {}),
-            **sample_check(recipe, prior, vqvae, args.vqvae, args.classifier),
+            **sample_check(recipe, family, grid, run.model, vqvae, args.vqvae, args.classifier),
             "dataset": f"{recipe.dataset} code grids of {args.vqvae}, train split minus its "
             f"last {VALIDATION_SIZE} images, with class labels"
-            + (
-                " (and the codes of those images mirrored)"
-                if recipe.mirrored_training_images
-                else ""
-            ),
-            "evaluation": f"{recipe.dataset} test split, all {len(codes['test_codes'])} images "
+            + (mirrored if recipe.mirrored_training_images else ""),
+            "evaluation": f"{recipe.dataset} test split, all {len(test_codes)} images "
             "(codes and labels), vqkeras.evaluation.evaluate_prior"
             + (judged if args.classifier else ""),
             "recipe": f"zoo/{recipe.name}/recipe.py",
@@ -398,13 +341,33 @@ def main(recipe, description, argv=None):
                 "epochs": completed_epochs(args.out),
                 "schedule_epochs": args.schedule_epochs,
                 "learning_rate": args.learning_rate,
-                **({"initial_weights": args.initial_weights} if args.initial_weights else {}),
+                **({"initial_weights": args.init_from} if args.init_from else {}),
                 "batch_size": args.batch_size,
                 "seed": args.seed,
-                **timer.summary(),
+                **run.timer.summary(),
             },
-            "metrics": metrics["test"],
-        },
-        overwrite=True,
+            "metrics": test,
+        }
+        return metrics, metadata
+
+    steps_per_epoch = math.ceil(len(train_codes) / args.batch_size)
+    run = train_and_evaluate(
+        build,
+        train_codes,
+        args.out,
+        y=train_labels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        evaluate=evaluate,
+        report=report,
+        init_from=args.init_from,
+        after_training=lambda prior: family.after_training(prior, train_codes, seed=args.seed),
+        schedule_epochs=args.schedule_epochs,
+        learning_rate=args.learning_rate,
+        final_fraction=family.final_learning_rate_fraction,
+        validation_data=(val_codes, codes["val_labels"]),
+        time_limit_minutes=args.time_limit_minutes,
+        callbacks=family.callbacks(options, steps_per_epoch=steps_per_epoch),
     )
-    print(json.dumps(metrics, indent=2, sort_keys=True), flush=True)
+    print(json.dumps(run.metrics, indent=2, sort_keys=True), flush=True)

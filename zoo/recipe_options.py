@@ -1,11 +1,13 @@
 """The command-line options every zoo recipe shares: data, output folder,
-epochs, batch size, seed, the learning-rate schedule's length and a time limit."""
+epochs, batch size, seed, the learning rate and its schedule's length, a warm
+start, a time limit and a smaller training set."""
 
 import argparse
 
 
-def training_parser(description):
-    """An `ArgumentParser` with the shared options; a recipe adds its own."""
+def training_parser(description, learning_rate):
+    """An `ArgumentParser` with the shared options (`learning_rate`: the
+    recipe's default); a recipe adds its own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", required=True, help=".npz in the keras.datasets layout")
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
@@ -19,6 +21,27 @@ def training_parser(description):
         help="length of the cosine learning-rate schedule in epochs (default: --epochs)",
     )
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=learning_rate,
+        help=f"peak of the cosine learning-rate schedule (default: {learning_rate:g})",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="PRESET_OR_DIR",
+        help="a preset (name or folder) of the same architecture whose weights training starts "
+        "from (default: the recipe's, or a random initialisation); the preset's metadata "
+        "records it",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the first N training examples only (for quick runs and timing)",
+    )
+    parser.add_argument(
         "--time-limit-minutes",
         type=float,
         default=None,
@@ -28,9 +51,8 @@ def training_parser(description):
 
 
 def parse_training_args(parser, argv=None):
-    """Parses and checks the options: positive counts (`--limit-train` too, where
-    the recipe has it), a positive time limit; `--schedule-epochs` defaults to
-    `--epochs`."""
+    """Parses and checks the options: positive counts, a positive learning rate
+    and time limit; `--schedule-epochs` defaults to `--epochs`."""
     args = parser.parse_args(argv)
     if args.schedule_epochs is None:
         args.schedule_epochs = args.epochs
@@ -38,6 +60,8 @@ def parse_training_args(parser, argv=None):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.learning_rate <= 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.time_limit_minutes is not None and args.time_limit_minutes <= 0:
         parser.error(f"--time-limit-minutes must be positive, got {args.time_limit_minutes}")
     return args

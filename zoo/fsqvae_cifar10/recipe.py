@@ -42,9 +42,7 @@ RECIPE = dataclasses.replace(
     VQVAE_CIFAR10,
     family="fsq-vae",
     name="fsqvae_cifar10",
-    latent_dim=4,
-    num_embeddings=None,
-    levels=(8, 5, 5, 5),
+    options={"latent_dim": 4, "levels": (8, 5, 5, 5)},
 )
 
 if __name__ == "__main__":

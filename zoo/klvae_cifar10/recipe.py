@@ -21,20 +21,17 @@ import sys
 if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
+import dataclasses
 
-RECIPE = AutoencoderRecipe(
+from vqkeras.zoo.autoencoder_recipe import main
+from vqkeras.zoo.vqvae_cifar10.recipe import RECIPE as VQVAE_CIFAR10
+
+# vqvae_cifar10's encoder, decoder and data; a 4-channel Gaussian latent.
+RECIPE = dataclasses.replace(
+    VQVAE_CIFAR10,
     family="klvae",
     name="klvae_cifar10",
-    image_shape=(32, 32, 3),
-    latent_dim=4,
-    channels=(64, 128),
-    num_residual_blocks=1,
-    residual_channels=64,
-    sample="cifar10",
-    dataset="CIFAR-10, JPEG-derived copy (quality 75)",
-    test_split="CIFAR-10 JPEG-derived copy, test split",
-    kl_weight=1e-6,
+    options={"latent_dim": 4, "kl_weight": 1e-6},
 )
 
 if __name__ == "__main__":

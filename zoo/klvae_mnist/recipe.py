@@ -26,14 +26,11 @@ RECIPE = AutoencoderRecipe(
     family="klvae",
     name="klvae_mnist",
     image_shape=(28, 28, 1),
-    latent_dim=4,
-    channels=(32, 64),
-    num_residual_blocks=1,
-    residual_channels=None,
     sample="mnist",
     dataset="MNIST (keras.datasets layout)",
     test_split="MNIST test split",
-    kl_weight=1e-6,
+    options={"latent_dim": 4, "kl_weight": 1e-6},
+    architecture_options={"channels": (32, 64), "num_residual_blocks": 1},
 )
 
 if __name__ == "__main__":

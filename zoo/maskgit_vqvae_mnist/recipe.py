@@ -36,13 +36,12 @@ if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_
 
 import dataclasses
 
-from vqkeras.models import MaskGITPrior
 from vqkeras.zoo.prior_recipe import main
 from vqkeras.zoo.transformer_vqvae_mnist.recipe import RECIPE as TRANSFORMER_VQVAE_MNIST
 
 # transformer_vqvae_mnist's data, sizes and schedule; a bidirectional MaskGIT instead.
 RECIPE = dataclasses.replace(
-    TRANSFORMER_VQVAE_MNIST, name="maskgit_vqvae_mnist", prior_class=MaskGITPrior
+    TRANSFORMER_VQVAE_MNIST, name="maskgit_vqvae_mnist", family="maskgit-prior"
 )
 
 if __name__ == "__main__":

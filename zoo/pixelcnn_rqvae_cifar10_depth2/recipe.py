@@ -44,7 +44,10 @@ from vqkeras.zoo.prior_recipe import main
 
 # pixelcnn_vqvae_cifar10's data and PixelCNN, over the RQ-VAE's 2 coarsest levels.
 RECIPE = dataclasses.replace(
-    PIXELCNN_VQVAE_CIFAR10, name="pixelcnn_rqvae_cifar10_depth2", vqvae="rqvae_cifar10", depth=2
+    PIXELCNN_VQVAE_CIFAR10,
+    name="pixelcnn_rqvae_cifar10_depth2",
+    vqvae="rqvae_cifar10",
+    options={"depth": 2},
 )
 
 if __name__ == "__main__":

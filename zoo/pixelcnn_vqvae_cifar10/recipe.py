@@ -36,6 +36,7 @@ from vqkeras.zoo.prior_recipe import PriorRecipe, main
 
 RECIPE = PriorRecipe(
     name="pixelcnn_vqvae_cifar10",
+    family="pixelcnn-prior",
     vqvae="vqvae_cifar10",
     image_shape=(32, 32, 3),
     num_classes=10,

@@ -54,6 +54,7 @@ from vqkeras.zoo.prior_recipe import PriorRecipe, main
 
 RECIPE = PriorRecipe(
     name="pixelcnn_vqvae_mnist",
+    family="pixelcnn-prior",
     vqvae="vqvae_mnist",
     image_shape=(28, 28, 1),
     num_classes=10,

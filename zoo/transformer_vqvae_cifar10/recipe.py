@@ -40,7 +40,6 @@ if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_
 
 import dataclasses
 
-from vqkeras.models import TransformerPrior
 from vqkeras.zoo.pixelcnn_vqvae_cifar10.recipe import RECIPE as PIXELCNN_VQVAE_CIFAR10
 from vqkeras.zoo.prior_recipe import main
 
@@ -50,8 +49,8 @@ RECIPE = dataclasses.replace(
     PIXELCNN_VQVAE_CIFAR10,
     name="transformer_vqvae_cifar10",
     classifier="cifar10_classifier",
-    prior_class=TransformerPrior,
-    prior_arguments={
+    family="transformer-prior",
+    options={
         "embed_dim": 256,
         "num_heads": 8,
         "num_layers": 6,

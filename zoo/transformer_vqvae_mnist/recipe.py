@@ -41,7 +41,6 @@ import sys
 if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from vqkeras.models import TransformerPrior
 from vqkeras.zoo.prior_recipe import PriorRecipe, main
 
 RECIPE = PriorRecipe(
@@ -52,8 +51,8 @@ RECIPE = PriorRecipe(
     sample="mnist",
     dataset="MNIST",
     classifier="mnist_classifier",
-    prior_class=TransformerPrior,
-    prior_arguments={
+    family="transformer-prior",
+    options={
         "embed_dim": 128,
         "num_heads": 4,
         "num_layers": 4,

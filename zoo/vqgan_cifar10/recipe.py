@@ -44,12 +44,15 @@ RECIPE = dataclasses.replace(
     VQVAE_CIFAR10,
     family="vqgan",
     name="vqgan_cifar10",
+    options={
+        **VQVAE_CIFAR10.options,
+        "perceptual_features": "cifar10_classifier",
+        "discriminator_start": 0,
+        "discriminator_learning_rate": 2e-4,
+    },
     learning_rate=2e-4,
     betas=(0.5, 0.9),
     init_from="vqvae_cifar10",
-    perceptual_features="cifar10_classifier",
-    discriminator_start=0,
-    discriminator_learning_rate=2e-4,
     frechet_features="cifar10_classifier",
 )
 

@@ -27,20 +27,16 @@ import sys
 if (pathlib.Path(__file__).resolve().parents[2] / "vqkeras" / "__init__.py").is_file():
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from vqkeras.zoo.autoencoder_recipe import AutoencoderRecipe, main
+import dataclasses
 
-RECIPE = AutoencoderRecipe(
+from vqkeras.zoo.autoencoder_recipe import main
+from vqkeras.zoo.vqvae_cifar10.recipe import RECIPE as VQVAE_CIFAR10
+
+# vqvae_cifar10's encoder, decoder, codebooks and data; a top grid of half the size.
+RECIPE = dataclasses.replace(
+    VQVAE_CIFAR10,
     family="vqvae2",
     name="vqvae2_cifar10",
-    image_shape=(32, 32, 3),
-    latent_dim=64,
-    channels=(64, 128),
-    num_residual_blocks=1,
-    residual_channels=64,
-    sample="cifar10",
-    dataset="CIFAR-10, JPEG-derived copy (quality 75)",
-    test_split="CIFAR-10 JPEG-derived copy, test split",
-    num_embeddings=512,
 )
 
 if __name__ == "__main__":

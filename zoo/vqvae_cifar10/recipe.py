@@ -30,14 +30,11 @@ RECIPE = AutoencoderRecipe(
     family="ema-vqvae",
     name="vqvae_cifar10",
     image_shape=(32, 32, 3),
-    latent_dim=64,
-    channels=(64, 128),
-    num_residual_blocks=1,
-    residual_channels=64,
     sample="cifar10",
     dataset="CIFAR-10, JPEG-derived copy (quality 75)",
     test_split="CIFAR-10 JPEG-derived copy, test split",
-    num_embeddings=512,
+    options={"latent_dim": 64, "num_embeddings": 512},
+    architecture_options={"channels": (64, 128), "num_residual_blocks": 1, "residual_channels": 64},
 )
 
 if __name__ == "__main__":

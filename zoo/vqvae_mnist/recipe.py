@@ -28,14 +28,11 @@ RECIPE = AutoencoderRecipe(
     family="ema-vqvae",
     name="vqvae_mnist",
     image_shape=(28, 28, 1),
-    latent_dim=16,
-    channels=(48, 96),
-    num_residual_blocks=2,
-    residual_channels=None,
     sample="mnist",
     dataset="MNIST (keras.datasets layout)",
     test_split="MNIST test split",
-    num_embeddings=128,
+    options={"latent_dim": 16, "num_embeddings": 128},
+    architecture_options={"channels": (48, 96), "num_residual_blocks": 2},
 )
 
 if __name__ == "__main__":
