@@ -8,23 +8,18 @@ from conftest import blob_images
 import vqkeras
 from vqkeras.evaluation import encode_indices, evaluate_prior
 from vqkeras.zoo import prior_recipe
-from vqkeras.zoo.prior_recipe import (
-    PriorRecipe,
-    build_prior,
-    first_levels,
-    load_initial_weights,
-    main,
-)
+from vqkeras.zoo.prior_recipe import PriorRecipe, main
 
 # A PixelCNN prior small enough for a test, over the codes of the shipped MNIST VQ-VAE.
 RECIPE = PriorRecipe(
     name="tiny_prior",
+    family="pixelcnn-prior",
     vqvae="vqvae_mnist",
     image_shape=(28, 28, 1),
     num_classes=10,
     sample="mnist",
     dataset="blobs",
-    prior_arguments={"filters": 8, "num_blocks": 1, "kernel_size": 3, "embedding_dim": 8},
+    options={"filters": 8, "num_blocks": 1, "kernel_size": 3, "embedding_dim": 8},
 )
 
 
@@ -47,26 +42,23 @@ def run(recipe, data, out):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_first_levels_keeps_the_coarsest_levels_of_code_grids_only():
-    codes = {"train_codes": np.arange(2 * 2 * 2 * 4).reshape(2, 2, 2, 4), "train_labels": [1, 2]}
-    kept = first_levels(codes, 2)
-    np.testing.assert_array_equal(kept["train_codes"], codes["train_codes"][..., :2])
-    assert kept["train_labels"] == [1, 2]
-    assert first_levels(codes, None) is codes
+def test_a_prior_recipe_starts_from_a_preset_of_the_same_architecture_only(tmp_path):
+    data = write_data(tmp_path / "blobs.npz", 28, 1)
+    first = run(RECIPE, data, tmp_path / "first")
+    # A learning rate too small to move the weights: the run keeps the preset's.
+    arguments = ["--data", data, "--epochs", "1", "--batch-size", "8", "--learning-rate", "1e-12"]
+    start = ["--init-from", str(tmp_path / "first" / "preset")]
+    main(RECIPE, "tiny", [*arguments, *start, "--out", str(tmp_path / "second")])
+    second = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    np.testing.assert_allclose(
+        second["test"]["nll_nats_per_code"], first["test"]["nll_nats_per_code"], rtol=1e-4
+    )
+    card = json.loads((tmp_path / "second" / "preset" / "metadata.json").read_text())
+    assert card["training"]["initial_weights"] == start[1] and second["init_from"] == start[1]
 
-
-def test_initial_weights_come_from_a_preset_of_the_same_architecture_only(tmp_path):
-    trained = build_prior(RECIPE, 16, (7, 7), total_steps=10, learning_rate=1e-3)
-    trained.save_to_preset(tmp_path / "trained")
-    prior = build_prior(RECIPE, 16, (7, 7), total_steps=10, learning_rate=1e-3)
-    load_initial_weights(prior, str(tmp_path / "trained"))
-    for expected, received in zip(trained.get_weights(), prior.get_weights(), strict=True):
-        np.testing.assert_array_equal(received, expected)
-
-    wider = dataclasses.replace(RECIPE, prior_arguments={**RECIPE.prior_arguments, "filters": 16})
-    other = build_prior(wider, 16, (7, 7), total_steps=10, learning_rate=1e-3)
-    with pytest.raises(ValueError, match=r"another architecture.*\['filters'\]"):
-        load_initial_weights(other, str(tmp_path / "trained"))
+    wider = dataclasses.replace(RECIPE, options={**RECIPE.options, "filters": 16})
+    with pytest.raises(ValueError, match=r"architectures differ in \['filters'\]"):
+        main(wider, "tiny", [*arguments, *start, "--out", str(tmp_path / "third")])
 
 
 def test_the_learning_rate_option_must_be_positive(capsys):
@@ -86,12 +78,12 @@ def test_the_recipe_trains_on_the_codes_of_mirrored_images_too(tmp_path):
     train_images = np.load(data)["x_train"][:22, :, :, None]
     vqvae = vqkeras.from_preset("vqvae_mnist")
     np.testing.assert_array_equal(
-        codes["train_mirrored_codes"], encode_indices(vqvae, train_images[:, :, ::-1])
+        codes["train_mirrored_indices"], encode_indices(vqvae, train_images[:, :, ::-1])
     )
     card = json.loads((out / "preset" / "metadata.json").read_text())
     assert "mirrored" in card["dataset"] and card["metrics"] == metrics["test"]
     prior = vqkeras.from_preset(out / "preset")
-    expected = evaluate_prior(prior, codes["test_codes"], codes["test_labels"])
+    expected = evaluate_prior(prior, codes["test_indices"], codes["test_labels"])
     np.testing.assert_allclose(
         metrics["test"]["nll_nats_per_code"], expected["nll_nats_per_code"], rtol=1e-5
     )
@@ -102,15 +94,19 @@ def test_a_depth_recipe_models_the_first_levels_of_an_rqvaes_codes(tmp_path):
     data = write_data(tmp_path / "blobs.npz", 32, 3)
     out = tmp_path / "run"
     recipe = dataclasses.replace(
-        RECIPE, vqvae="rqvae_cifar10", image_shape=(32, 32, 3), sample="cifar10", depth=2
+        RECIPE,
+        vqvae="rqvae_cifar10",
+        image_shape=(32, 32, 3),
+        sample="cifar10",
+        options={**RECIPE.options, "depth": 2},
     )
     metrics = run(recipe, data, out)
 
     codes = np.load(out / "codes.npz")
-    assert codes["test_codes"].shape == (10, 8, 8, 4)  # the cache keeps every level
+    assert codes["test_indices"].shape == (10, 8, 8, 4)  # the cache keeps every level
     prior = vqkeras.from_preset(out / "preset")
     assert prior.depth == 2 and metrics["grid_shape"] == [8, 8]
-    expected = evaluate_prior(prior, codes["test_codes"][..., :2], codes["test_labels"])
+    expected = evaluate_prior(prior, codes["test_indices"][..., :2], codes["test_labels"])
     np.testing.assert_allclose(
         metrics["test"]["nll_nats_per_code"], expected["nll_nats_per_code"], rtol=1e-5
     )

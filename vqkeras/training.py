@@ -210,9 +210,7 @@ def load_initial_weights(model, preset):
         )
     expected, received = _architecture(target), _architecture(source)
     differing = sorted(
-        key
-        for key in expected.keys() | received.keys()
-        if expected.get(key) != received.get(key)
+        key for key in expected.keys() | received.keys() if expected.get(key) != received.get(key)
     )
     if differing:
         raise ValueError(

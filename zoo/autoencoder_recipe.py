@@ -160,6 +160,7 @@ def main(recipe, description, argv=None):
             "schedule_epochs": args.schedule_epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
+            "betas": recipe.betas,
             "seed": args.seed,
             "train_images": len(data["x_train"]),
             "validation_images": len(data["x_val"]),
