@@ -163,7 +163,7 @@ vqgan = build_autoencoder(
     channels=CHANNELS,
     latent_dim=16,
     num_embeddings=64,
-    perceptual_loss=PerceptualLoss.from_classifier("mnist_classifier"),
+    perceptual_features="mnist_classifier",  # PerceptualLoss.from_classifier(...)
     discriminator_start=0,
 )
 vqgan.compile(

@@ -501,6 +501,6 @@ def classifier_sample_check(model, sample_name):
     from vqkeras import samples
 
     images, labels = samples.load(sample_name)
-    scores = model.predict(images / 255.0, verbose=0)
+    scores = model.predict(validation.to_unit_range(images), verbose=0)
     accuracy = float(np.mean(np.argmax(scores, axis=-1) == labels))
     return {"sample": sample_name, "accuracy": accuracy, "accuracy_floor": accuracy - 0.01}

@@ -185,8 +185,11 @@ def main(recipe, description, argv=None):
             "vqkeras.evaluation",
             "recipe": f"zoo/{recipe.name}/recipe.py",
             "training": {
-                key: metrics[key]
-                for key in ("backend", "epochs", "batch_size", "seed", "training_time_s")
+                **{
+                    key: metrics[key]
+                    for key in ("backend", "epochs", "batch_size", "seed", "training_time_s")
+                },
+                **({"init_from": init_from} if init_from else {}),
             },
             "metrics": metrics["test"],
         }

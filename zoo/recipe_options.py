@@ -31,8 +31,8 @@ def training_parser(description, learning_rate):
         default=None,
         metavar="PRESET_OR_DIR",
         help="a preset (name or folder) of the same architecture whose weights training starts "
-        "from (default: the recipe's, or a random initialisation); the preset's metadata "
-        "records it",
+        "from (default: the recipe's, or a random initialisation); metrics.json and the "
+        "preset's metadata record it",
     )
     parser.add_argument(
         "--limit-train",

@@ -7,6 +7,7 @@ layers a family asks of it, registered with `register_architecture`:
     encoder(latent_channels)          images -> latent grid
     decoder(image_channels)           latent grid -> images
     downsampling                      the factor from images to the grid
+    width                             the channels of the encoder's last stage
     extra_encoder_stage(channels)     one more halving (VQ-VAE-2's top grid)
     extra_decoder_stage(channels)     its mirror
     discriminator()                   a patch discriminator as deep as the encoder

@@ -44,6 +44,7 @@ import keras
 import vqkeras
 from vqkeras.augmentation import augmentation_layers
 from vqkeras.training import classifier_sample_check, load_npz_splits, train_and_evaluate
+from vqkeras.validation import to_unit_range
 from vqkeras.zoo.recipe_options import parse_training_args, training_parser
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -85,7 +86,7 @@ def main(argv=None):
     # The zoo's shared options: data, output, epochs, ..., --limit-train.
     args = parse_training_args(training_parser(__doc__.split("\n\n")[0], 1e-3), argv)
     data = load_npz_splits(args.data, IMAGE_SHAPE, VALIDATION_SIZE, args.limit_train)
-    scaled = {name: data[name].astype("float32") / 255.0 for name in ("x_val", "x_test")}
+    scaled = {name: to_unit_range(data[name]) for name in ("x_val", "x_test")}
 
     def evaluate(model):
         test = model.evaluate(scaled["x_test"], data["y_test"], verbose=0, return_dict=True)
@@ -114,7 +115,10 @@ def main(argv=None):
             "recipe": "zoo/cifar10_classifier/recipe.py",
             # The test suite checks the shipped sample is still classified this well.
             "sample_check": classifier_sample_check(run.model, "cifar10"),
-            "training": {key: metrics[key] for key in ("backend", "epochs", "batch_size", "seed")},
+            "training": {
+                **{key: metrics[key] for key in ("backend", "epochs", "batch_size", "seed")},
+                **({"init_from": args.init_from} if args.init_from else {}),
+            },
             "metrics": metrics["test"],
         }
         return metrics, metadata

@@ -31,6 +31,7 @@ import keras
 
 import vqkeras
 from vqkeras.training import classifier_sample_check, load_npz_splits, train_and_evaluate
+from vqkeras.validation import to_unit_range
 
 IMAGE_SHAPE = (28, 28, 1)
 VALIDATION_SIZE = 5000
@@ -72,7 +73,7 @@ def main(argv=None):
     returns the `vqkeras.training.TrainingRun`."""
     args = parse_args(argv)
     data = load_npz_splits(args.data, IMAGE_SHAPE, VALIDATION_SIZE)
-    scaled = {name: data[name].astype("float32") / 255.0 for name in ("x_train", "x_val", "x_test")}
+    scaled = {name: to_unit_range(data[name]) for name in ("x_train", "x_val", "x_test")}
 
     def evaluate(model):
         test = model.evaluate(scaled["x_test"], data["y_test"], verbose=0, return_dict=True)
