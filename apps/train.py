@@ -20,7 +20,8 @@ writes to --out:
     tensorboard/                     logs for `tensorboard --logdir OUT/tensorboard`
     reconstructions/epoch_NNN.png    autoencoders: held-out images over their reconstructions
     codes.npz                        priors: the code grids of the input, made once
-    preset/                          the trained model: vqkeras.from_preset("OUT/preset");
+    preset/                          the trained model: vqkeras.from_preset("OUT/preset")
+                                     (or "OUT": a run's folder stands for its preset);
                                      a prior's is what `vqkeras sample --prior` takes
     metrics.json                     metrics on the held-out images (or their codes)
 
@@ -134,8 +135,13 @@ def add_arguments_for(parser, argv):
         "--learning-rate",
         type=float,
         default=1e-3,
-        help="Adam's initial learning rate, cosine-decayed (to a tenth for the autoencoders, "
-        "to 5%% for the priors; default: 1e-3)",
+        help="Adam's initial learning rate, cosine-decayed to "
+        + (
+            f"{family.final_learning_rate_fraction:g} times it"
+            if family
+            else "the family's fraction"
+        )
+        + " (default: 1e-3)",
     )
     parser.add_argument(
         "--adam-betas",

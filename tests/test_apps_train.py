@@ -406,7 +406,8 @@ def test_train_a_prior_over_a_presets_codes_resumes_and_samples(tmp_path, capsys
     assert main([*arguments, "--epochs", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
     sampled = tmp_path / "samples"
-    sampling = ["sample", "--model", "vqvae_mnist", "--prior", str(out / "preset"), "--num", "4"]
+    # The run's folder stands for its preset.
+    sampling = ["sample", "--model", "vqvae_mnist", "--prior", str(out), "--num", "4"]
     assert main([*sampling, "--label", "3", "--seed", "0", "--out", str(sampled), "--quiet"]) == 0
     capsys.readouterr()
     assert (sampled / "samples.png").is_file()

@@ -58,6 +58,18 @@ def test_round_trip_and_metadata(saved_preset):
         assert "optimizer" not in weights
 
 
+def test_a_training_runs_folder_stands_for_its_preset(saved_preset, tmp_path):
+    model, images, _ = saved_preset
+    model.save_to_preset(tmp_path / "run" / presets.PRESET_DIR)
+    loaded = vqkeras.from_preset(tmp_path / "run")
+    assert presets.load_metadata(tmp_path / "run")["class_name"] == "VQVAE"
+    np.testing.assert_array_equal(
+        to_numpy(loaded.encode_indices(images)), to_numpy(model.encode_indices(images))
+    )
+    with pytest.raises(ValueError, match="neither a shipped preset nor a folder"):
+        vqkeras.from_preset(tmp_path / "run" / "missing")
+
+
 def test_existing_preset_is_not_clobbered(saved_preset):
     model, _, directory = saved_preset
     before = presets.sha256_of(os.path.join(directory, "model.weights.h5"))

@@ -28,6 +28,8 @@ from vqkeras.file_io import current_umask, write_json_atomic
 from vqkeras.version import __version__
 
 CONFIG_FILE = "config.json"
+# The preset of a training run (`vqkeras train`, the zoo's recipes) in its folder.
+PRESET_DIR = "preset"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 PIXEL_RANGE = "uint8 in [0, 255] or float in [0, 1]; reconstructions float32 on [0, 1]"
@@ -135,8 +137,14 @@ def _read_json(path):
 
 
 def _resolve(name_or_dir):
-    """The preset folder for a shipped preset name or a folder path."""
+    """The preset folder for a shipped preset name or a folder path: a preset
+    folder, or a training run's folder, whose preset is its `preset/`."""
     name_or_dir = os.fspath(name_or_dir)
+    run_preset = os.path.join(name_or_dir, PRESET_DIR)
+    if not os.path.exists(os.path.join(name_or_dir, CONFIG_FILE)) and os.path.isfile(
+        os.path.join(run_preset, CONFIG_FILE)
+    ):
+        return run_preset
     if os.path.isdir(name_or_dir):
         return name_or_dir
     from vqkeras import zoo

@@ -39,9 +39,8 @@ from vqkeras import distribution, validation
 from vqkeras.augmentation import augmented_batches
 from vqkeras.callbacks import EpochTimer, TimeLimit
 from vqkeras.file_io import write_json_atomic
-from vqkeras.presets import from_preset, save_to_preset
+from vqkeras.presets import PRESET_DIR, from_preset, save_to_preset
 
-PRESET_DIR = "preset"
 METRICS_FILE = "metrics.json"
 
 
