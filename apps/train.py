@@ -57,8 +57,10 @@ completed epoch (a larger --epochs trains further). A folder that holds a run
 with other settings, or other files, is refused: choose a new --out.
 """
 
+import contextlib
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -371,7 +373,9 @@ def run(args):
     _check_out_folder(args.out, settings)
     devices = _device_count(args)
     run_kind = _train_prior if family.kind == "prior" else _train_autoencoder
-    return run_kind(args, family, options, architecture_options, settings, devices)
+    # Keras prints its per-epoch lines on stdout, which is the summary's.
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_kind(args, family, options, architecture_options, settings, devices)
 
 
 def _write_settings(args, settings):
