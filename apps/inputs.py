@@ -9,6 +9,7 @@ from PIL import Image
 
 from vqkeras import samples
 from vqkeras.apps.console import notice, progress, warn
+from vqkeras.dependencies import require_tensorflow
 
 SAMPLE_PREFIX = "sample:"
 TFDS_PREFIX = "tfds:"
@@ -140,7 +141,7 @@ def _load_npz(spec, split):
 
 
 def _load_tfds(spec, split, limit, quiet):
-    import tensorflow_datasets as tfds
+    tfds = require_tensorflow(f"The input {spec!r}", module="tensorflow_datasets")
 
     name, _, spec_split = spec[len(TFDS_PREFIX) :].partition(":")
     if not name:

@@ -17,7 +17,7 @@ writes to --out:
     run.json                         the settings of the run
     training_log.csv, timing.json    per-epoch metrics and throughput
     checkpoints/, backup/            per-epoch weights; the state to resume from
-    tensorboard/                     logs for `tensorboard --logdir OUT/tensorboard`
+    tensorboard/                     logs for `tensorboard --logdir OUT/tensorboard` (with TensorFlow)
     reconstructions/epoch_NNN.png    autoencoders: held-out images over their reconstructions
     codes.npz                        priors: the code grids of the input, made once
     preset/                          the trained model: vqkeras.from_preset("OUT/preset")
@@ -73,10 +73,12 @@ from vqkeras.apps.arguments import (
     non_negative_int,
     positive_int,
 )
+from vqkeras.apps.console import notice
 from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
 from vqkeras.apps.inputs import load_images, model_image_shape
 from vqkeras.apps.outputs import describe_input
 from vqkeras.augmentation import augmentation_layers
+from vqkeras.dependencies import INSTALL_HINT, tensorflow_available
 from vqkeras.evaluation import evaluate_prior, evaluate_reconstructions
 from vqkeras.families import (
     ARCHITECTURES,
@@ -242,6 +244,19 @@ def unknown_flags_error(family_name, extras):
         f"{'; '.join(explained) or f'Unexpected arguments: {words}'}. Received: --family "
         f"{family_name} (`vqkeras train --family {family_name} --help` lists its options)."
     )
+
+
+def tensorboard_callbacks(out):
+    """Keras's TensorBoard callback, logging to OUT/tensorboard, in a list; an
+    empty list, with a notice, where TensorFlow (which writes the logs) is not
+    installed."""
+    if not tensorflow_available():
+        notice(
+            "no TensorBoard logs: they are written with TensorFlow, which is not installed; "
+            f"install it with {INSTALL_HINT}"
+        )
+        return []
+    return [keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"))]
 
 
 class ReconstructionGrid(keras.callbacks.Callback):
@@ -481,7 +496,7 @@ def _train_autoencoder(args, family, options, architecture_options, settings, de
         after_training=lambda model: family.after_training(model, x_train_even, seed=args.seed),
         validation_data=(x_val_even,),
         callbacks=[
-            keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
+            *tensorboard_callbacks(args.out),
             ReconstructionGrid(x_val_even[:grid_images], os.path.join(args.out, "reconstructions")),
             *family.callbacks(options, steps_per_epoch=steps_per_epoch),
         ],
@@ -580,7 +595,7 @@ def _train_prior(args, family, options, architecture_options, settings, devices)
         after_training=lambda prior: family.after_training(prior, x_train, seed=args.seed),
         validation_data=validation_data,
         callbacks=[
-            keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
+            *tensorboard_callbacks(args.out),
             *family.callbacks(options, steps_per_epoch=steps_per_epoch),
         ],
         **_fit_settings(args, family, options),

@@ -4,14 +4,21 @@ import pytest
 from conftest import blob_images
 
 from vqkeras.augmentation import AUGMENTATIONS, augmentation_layers, augmented_batches
+from vqkeras.dependencies import tensorflow_available
 from vqkeras.models.factory import build_autoencoder
 from vqkeras.training import fit_resumable
+
+# The pipeline is tf.data's: without TensorFlow (a JAX or PyTorch install) these skip.
+needs_tensorflow = pytest.mark.skipif(
+    not tensorflow_available(), reason="augmentation runs in a tf.data pipeline"
+)
 
 
 def epoch(dataset):
     return np.concatenate([np.asarray(batch) for batch in dataset])
 
 
+@needs_tensorflow
 def test_batches_without_layers_are_a_shuffled_epoch_of_unit_floats():
     images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype="uint8")
     dataset = augmented_batches(images, 4, [], seed=0)
@@ -24,6 +31,7 @@ def test_batches_without_layers_are_a_shuffled_epoch_of_unit_floats():
     assert not np.array_equal(first, second)
 
 
+@needs_tensorflow
 def test_labels_stay_with_their_images():
     images = np.arange(10, dtype="uint8")[:, None, None, None] * np.ones((1, 4, 4, 1), "uint8")
     labels = np.arange(10, dtype="int32") * 3
@@ -36,6 +44,7 @@ def test_labels_stay_with_their_images():
         augmented_batches(images, 4, [], labels=labels[:9])
 
 
+@needs_tensorflow
 def test_flips_mirror_whole_images_and_shifts_keep_the_pixel_range():
     images = np.random.default_rng(1).random((64, 8, 8, 1)).astype("float32")
     flipped = epoch(augmented_batches(images, 16, augmentation_layers(["flip"], seed=0)))
@@ -58,11 +67,13 @@ def test_unknown_augmentations_are_refused(names):
     assert set(AUGMENTATIONS) == {"flip", "shift"}
 
 
+@needs_tensorflow
 def test_bad_images_are_refused():
     with pytest.raises(ValueError, match=r"\(N, height, width, channels\). Received: \(8, 8\)"):
         augmented_batches(np.zeros((8, 8), "uint8"), 4, [])
 
 
+@needs_tensorflow
 def test_fit_resumable_trains_on_augmented_images(tmp_path):
     images = blob_images(24)
     model = build_autoencoder("ae", images.shape[1:], channels=(8,), latent_dim=4)

@@ -46,6 +46,72 @@ def test_ssim_is_one_for_identical_images_and_lower_for_noise():
     assert np.all(ssim_per_image(images, slightly) < 1.0)
 
 
+def _ssim_reference(x, y):
+    """SSIM of one pair of (H, W, C) images by the paper's definition, the 2-D
+    window slid position by position (the local map averaged)."""
+    coords = np.arange(11) - 5.0
+    window = np.exp(-0.5 * (coords[:, None] ** 2 + coords[None, :] ** 2) / 1.5**2)
+    window /= window.sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for i in range(x.shape[0] - 10):
+        for j in range(x.shape[1] - 10):
+            for c in range(x.shape[2]):
+                a, b = x[i : i + 11, j : j + 11, c], y[i : i + 11, j : j + 11, c]
+                mu_a, mu_b = np.sum(window * a), np.sum(window * b)
+                var_a = np.sum(window * (a - mu_a) ** 2)
+                var_b = np.sum(window * (b - mu_b) ** 2)
+                cov = np.sum(window * (a - mu_a) * (b - mu_b))
+                values.append(
+                    (2 * mu_a * mu_b + c1)
+                    * (2 * cov + c2)
+                    / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+                )
+    return np.mean(values)
+
+
+def _image_pairs(rng):
+    """Noisy pairs of several shapes: noise, smooth images, a digit-like blob on black."""
+    pairs = []
+    for shape, noise in [((3, 32, 32, 3), 0.05), ((3, 13, 20, 2), 0.3), ((3, 28, 28, 1), 1.0)]:
+        images = rng.uniform(size=shape)
+        pairs.append((images, np.clip(images + rng.normal(0, noise, shape), 0, 1)))
+    smooth = rng.uniform(size=(4, 36, 36, 3))
+    smooth = sum(smooth[:, i : i + 32, j : j + 32] for i in range(5) for j in range(5)) / 25
+    pairs.append((smooth, np.clip(smooth + rng.normal(0, 0.03, smooth.shape), 0, 1)))
+    digits = np.zeros((4, 28, 28, 1))
+    digits[:, 8:20, 10:18] = rng.uniform(size=(4, 12, 8, 1))
+    pairs.append((digits, np.clip(digits + rng.normal(0, 0.01, digits.shape), 0, 1)))
+    return [(x.astype("float32"), y.astype("float32")) for x, y in pairs]
+
+
+def test_ssim_matches_the_definition():
+    rng = np.random.default_rng(1)
+    for images, reconstructions in _image_pairs(rng)[:2]:
+        expected = [_ssim_reference(x, y) for x, y in zip(images, reconstructions)]
+        np.testing.assert_allclose(
+            ssim_per_image(images, reconstructions, batch_size=2), expected, rtol=0, atol=1e-12
+        )
+
+
+def test_ssim_matches_tf_image_ssim():
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(2)
+    for images, reconstructions in _image_pairs(rng):
+        expected = tf.image.ssim(images, reconstructions, max_val=1.0).numpy()
+        np.testing.assert_allclose(
+            ssim_per_image(images, reconstructions), expected, rtol=0, atol=1e-5
+        )
+
+
+def test_ssim_rejects_images_smaller_than_its_window_and_mismatched_shapes():
+    images = np.zeros((2, 10, 32, 3))
+    with pytest.raises(ValueError, match="at least 11x11 pixels"):
+        ssim_per_image(images, images)
+    with pytest.raises(ValueError, match=r"Received shapes \(2, 32, 32, 3\) and \(2, 32, 32, 1\)"):
+        ssim_per_image(np.zeros((2, 32, 32, 3)), np.zeros((2, 32, 32, 1)))
+
+
 def tiny_prior(num_classes):
     return PixelCNNPrior(
         16, (4, 4), num_classes=num_classes, filters=8, num_blocks=2, kernel_size=3, embedding_dim=4

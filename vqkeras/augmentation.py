@@ -5,7 +5,8 @@ inside tf.data on every backend, so the model's training step is unchanged
 and the augmentation costs the accelerator nothing. (keras-cv is not used: its
 layers fail inside a model under JAX `fit`, and upstream development moved to
 keras-hub; its augmentations can still be mapped over a `tf.data` pipeline,
-see docs/training.md.)
+see docs/training.md.) The pipeline needs TensorFlow, whatever the backend:
+vqkeras's `tensorflow` extra.
 
 Example:
 
@@ -16,6 +17,8 @@ Example:
 
 import keras
 import numpy as np
+
+from vqkeras.dependencies import require_tensorflow
 
 # What each name adds; the order of the pipeline is that of this table.
 AUGMENTATIONS = {
@@ -72,7 +75,7 @@ def augmented_batches(images, batch_size, layers, seed=None, labels=None):
         Batches of float32 images in [0, 1] (the pixel convention of
         `fit`), or `(images, labels)` pairs of batches.
     """
-    import tensorflow as tf
+    tf = require_tensorflow("Augmentation (a tf.data pipeline)")
 
     images = np.asarray(images)
     if images.ndim != 4:

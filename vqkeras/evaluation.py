@@ -14,20 +14,84 @@ from vqkeras.metrics import LOG_FLOOR
 # enough to keep a CPU busy, small enough for a model card's 10000 test images.
 EVALUATION_BATCH_SIZE = 500
 
+# SSIM's constants, those of its paper and of `tf.image.ssim`: an 11x11
+# Gaussian window of sigma 1.5, K1 and K2.
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
 
 def _batches(array, batch_size):
     for start in range(0, len(array), batch_size):
         yield array[start : start + batch_size]
 
 
-def ssim_per_image(images, reconstructions):
-    """Mean SSIM of each image pair on the [0, 1] scale (11x11 Gaussian window,
-    as `tf.image.ssim`; color images average the channels)."""
-    import tensorflow as tf  # always installed: it also feeds tf.data
+def _gaussian_filter_matrix(length, size, sigma):
+    """The matrix `(length, length - size + 1)` whose product with a signal
+    along an axis of `length` filters it with a normalised Gaussian window of
+    `size` taps, VALID (no padding): column j holds the window at rows j to
+    j + size - 1."""
+    coords = np.arange(size) - (size - 1) / 2.0
+    window = np.exp(-0.5 * np.square(coords / sigma))
+    window /= window.sum()
+    matrix = np.zeros((length, length - size + 1))
+    for j in range(length - size + 1):
+        matrix[j : j + size, j] = window
+    return matrix
 
-    return tf.image.ssim(
-        tf.constant(images, tf.float32), tf.constant(reconstructions, tf.float32), max_val=1.0
-    ).numpy()
+
+def ssim_per_image(images, reconstructions, batch_size=EVALUATION_BATCH_SIZE):
+    """Mean SSIM of each image pair on the [0, 1] scale, as `tf.image.ssim`
+    with `max_val=1` computes it, without TensorFlow.
+
+    The SSIM of Wang et al.: local means, variances and covariance under an
+    11x11 Gaussian window of sigma 1.5 (VALID filtering, no padding), K1 0.01
+    and K2 0.03, the map averaged over the positions and the channels.
+
+    Args:
+        images: `(N, H, W, C)` on the [0, 1] scale, H and W at least 11.
+        reconstructions: the same shape.
+        batch_size: images per vectorised step (bounds the memory used).
+
+    Returns:
+        float64 `(N,)`.
+
+    Reference:
+        Wang, Bovik, Sheikh and Simoncelli, "Image quality assessment: from
+        error visibility to structural similarity", IEEE TIP 2004.
+    """
+    x = np.asarray(images, "float64")
+    y = np.asarray(reconstructions, "float64")
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(
+            "Expected two image batches of one shape (N, height, width, channels). "
+            f"Received shapes {x.shape} and {y.shape}."
+        )
+    if min(x.shape[1:3]) < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its window). "
+            f"Received shape {x.shape}."
+        )
+    # The 2-D Gaussian window is the product of two 1-D ones: filter the
+    # heights, then the widths, each a matrix product.
+    filter_h = _gaussian_filter_matrix(x.shape[1], SSIM_WINDOW, SSIM_SIGMA)
+    filter_w = _gaussian_filter_matrix(x.shape[2], SSIM_WINDOW, SSIM_SIGMA)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # (K max_val)^2 with max_val 1
+    result = []
+    for a, b in zip(_batches(x, batch_size), _batches(y, batch_size)):
+        stats = np.stack([a, b, a * b, np.square(a) + np.square(b)])  # (4, n, H, W, C)
+        stats = np.moveaxis(stats, 2, -1) @ filter_h  # (4, n, W, C, H')
+        stats = np.moveaxis(stats, 2, -1) @ filter_w  # (4, n, C, H', W')
+        mean_x, mean_y, mean_xy, mean_xx_yy = stats
+        # Luminance (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1) times contrast-structure
+        # (2 cov_xy + c2) / (var_x + var_y + c2), the (co)variances biased, as in TF.
+        num0 = 2.0 * mean_x * mean_y
+        den0 = np.square(mean_x) + np.square(mean_y)
+        luminance = (num0 + c1) / (den0 + c1)
+        contrast_structure = (2.0 * mean_xy - num0 + c2) / (mean_xx_yy - den0 + c2)
+        result.append(np.mean(luminance * contrast_structure, axis=(1, 2, 3)))
+    return np.concatenate(result) if result else np.zeros((0,))
 
 
 def encode_indices(model, images, batch_size=EVALUATION_BATCH_SIZE):
