@@ -1,8 +1,9 @@
 """The launcher of the `vqkeras` command (also `python -m vqkeras_cli`).
 
 It is a module of its own, outside the `vqkeras` package, because importing
-`vqkeras` imports TensorFlow, whose native code writes log lines straight to
-file descriptor 2: start-up notices while it loads (oneDNN, CPU instructions,
+`vqkeras` may import TensorFlow (the TensorFlow backend's, or XLA's and
+Keras's wherever TensorFlow is installed), whose native code writes log lines
+straight to file descriptor 2: start-up notices while it loads (oneDNN, CPU instructions,
 Abseil's pre-initialisation warning), later the graph optimiser's harmless
 "remapper failed" errors on residual blocks, XLA's compilation notices.
 `TF_CPP_MIN_LOG_LEVEL` does not reach all of them. A command-line tool

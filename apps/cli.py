@@ -20,8 +20,9 @@ import sys
 
 from vqkeras.apps.arguments import add_data_options, non_negative_int, positive_int
 
-# OSError covers missing, existing and unwritable files alike.
-EXPECTED_ERRORS = (ValueError, TypeError, OSError)
+# OSError covers missing, existing and unwritable files alike; ImportError an
+# optional dependency a feature needs (TensorFlow for tfds inputs, --augment).
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError)
 
 
 def _zoo_list(args):
