@@ -87,7 +87,7 @@ from vqkeras.families import (
     get_architecture,
     get_family,
 )
-from vqkeras.families.options import add_arguments, options_from_args
+from vqkeras.families.options import add_arguments, flag, options_from_args
 from vqkeras.families.registry import first_paragraph
 from vqkeras.file_io import write_atomic, write_json_atomic
 from vqkeras.models.factory import build_autoencoder
@@ -105,13 +105,13 @@ FAMILY_OPTIONS = "family_options"
 ARCHITECTURE_OPTIONS = "architecture_options"
 
 
-def _named_value(argv, flag):
-    """The value of `flag` in `argv` (`--flag V` or `--flag=V`), or None."""
+def _named_value(argv, option):
+    """The value of `option` in `argv` (`--option V` or `--option=V`), or None."""
     for i, token in enumerate(argv):
-        if token == flag and i + 1 < len(argv):
+        if token == option and i + 1 < len(argv):
             return argv[i + 1]
-        if token.startswith(flag + "="):
-            return token[len(flag) + 1 :]
+        if token.startswith(option + "="):
+            return token[len(option) + 1 :]
     return None
 
 
@@ -222,7 +222,7 @@ def add_arguments_for(parser, argv):
 
 
 def _flags(options_class):
-    return {"--" + name.replace("_", "-") for name in options_class.names()}
+    return {flag(name) for name in options_class.names()}
 
 
 def unknown_flags_error(family_name, extras):
@@ -230,15 +230,15 @@ def unknown_flags_error(family_name, extras):
     `family_name` does not take, naming the families (or architectures)
     whose options they are."""
     explained = []
-    for flag in sorted({word.split("=")[0] for word in extras if word.startswith("--")}):
-        owners = [name for name, spec in FAMILIES.items() if flag in _flags(spec.Options)]
+    for given in sorted({word.split("=")[0] for word in extras if word.startswith("--")}):
+        owners = [name for name, spec in FAMILIES.items() if given in _flags(spec.Options)]
         owners += [
             f"--architecture {name}"
             for name, architecture in ARCHITECTURES.items()
-            if flag in _flags(architecture.Options)
+            if given in _flags(architecture.Options)
         ]
         where = f"an option of {', '.join(owners)}" if owners else "no option of vqkeras train"
-        explained.append(f"{flag} is {where}")
+        explained.append(f"{given} is {where}")
     words = " ".join(extras)
     return ValueError(
         f"{'; '.join(explained) or f'Unexpected arguments: {words}'}. Received: --family "

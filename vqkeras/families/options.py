@@ -130,7 +130,8 @@ def one_of(name, value, choices):
     return value
 
 
-def _flag(name):
+def flag(name):
+    """The command-line flag of option `name` ("num_embeddings" -> "--num-embeddings")."""
     return "--" + name.replace("_", "-")
 
 
@@ -165,7 +166,7 @@ def add_arguments(parser, options_class, prefix, *, title, defaults=None):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.update(type=meta["parse"], metavar=meta["metavar"], choices=meta["choices"])
-        group.add_argument(_flag(field.name), **kwargs)
+        group.add_argument(flag(field.name), **kwargs)
 
 
 def options_from_args(args, prefix):
