@@ -61,6 +61,20 @@ def test_encode_decode_and_the_scaled_latent_space():
     np.testing.assert_allclose(sampled, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_shift_factor_is_subtracted_before_scaling_and_saved(tmp_path):
+    images = blob_images(8, channels=3)
+    model = small_klvae(channels=3, latent_dim=4, scaling_factor=0.5, shift_factor=0.25)
+    mode = to_numpy(model.encode(images).mode())
+    scaled = to_numpy(model.encode_scaled(images, sample=False))
+    np.testing.assert_allclose(scaled, (mode - 0.25) * 0.5, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(model.decode_scaled(scaled)), to_numpy(model.decode(mode)), atol=1e-5
+    )
+    assert KLVAE.from_config(model.get_config()).shift_factor == 0.25
+    with pytest.raises(ValueError, match="shift_factor"):
+        model.shift_factor = float("nan")
+
+
 def test_scaling_factor_is_one_over_the_std_of_the_latents():
     images = blob_images(40)
     model = small_klvae()

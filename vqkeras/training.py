@@ -222,7 +222,7 @@ def load_initial_weights(model, preset):
 def _architecture(model):
     """`model`'s config as JSON values (as a saved preset's), without the
     names of its layers, which a process numbers as it makes them, nor a
-    KL-VAE's measured scaling factor."""
+    KL-VAE's latent scaling and shift factors."""
 
     def without_names(value):
         if isinstance(value, dict):
@@ -233,6 +233,7 @@ def _architecture(model):
 
     config = without_names(json.loads(json.dumps(model.get_config())))
     config.pop("scaling_factor", None)
+    config.pop("shift_factor", None)
     return config
 
 

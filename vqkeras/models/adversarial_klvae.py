@@ -32,8 +32,8 @@ class AdversarialKLVAE(AdversarialTraining, KLVAE):
         discriminator: a layer from images on the [-1, 1] scale to logits,
             e.g. `PatchDiscriminator`.
         perceptual_loss: a `PerceptualLoss`, or None for no perceptual term.
-        **kwargs: `KLVAE`'s (`kl_weight`, `scaling_factor`, `sampler`),
-            `VQGAN`'s adversarial options (`pixel_loss`,
+        **kwargs: `KLVAE`'s (`kl_weight`, `scaling_factor`, `shift_factor`,
+            `sampler`), `VQGAN`'s adversarial options (`pixel_loss`,
             `perceptual_weight`, `adversarial_weight`,
             `discriminator_start`, `adversarial_loss`, `lecam_weight`,
             `lecam_decay`) and base model keyword arguments.
@@ -72,7 +72,8 @@ class AdversarialKLVAE(AdversarialTraining, KLVAE):
 
     def as_klvae(self, name=None):
         """A `KLVAE` sharing this model's encoder, sampler and decoder (the
-        same variables), with its `kl_weight` and `scaling_factor`: what
+        same variables), with its `kl_weight`, `scaling_factor` and
+        `shift_factor`: what
         inference needs, without the discriminator, the perceptual loss's
         feature network or the training state."""
         model = KLVAE(
@@ -80,6 +81,7 @@ class AdversarialKLVAE(AdversarialTraining, KLVAE):
             self.decoder,
             kl_weight=self.kl_weight,
             scaling_factor=self.scaling_factor,
+            shift_factor=self.shift_factor,
             sampler=self.sampler,
             name=name or f"{self.name}_klvae",
         )

@@ -25,14 +25,17 @@ class KLVAE(VAE):
       diffusion, the reconstruction loss is plain MSE: no L1, perceptual
       (LPIPS) or adversarial terms (`AdversarialKLVAE` adds them), and no
       learned output log-variance.
-    - `scaling_factor` (default 1.0) rescales latents for a diffusion model
-      trained on them, so that they have unit standard deviation:
+    - `scaling_factor` (default 1.0) and `shift_factor` (default 0.0)
+      normalise latents for a diffusion model trained on them:
+      `(z - shift_factor) * scaling_factor` has about unit standard deviation
+      (the shift is Stable Diffusion 3's and Flux's; latent diffusion has
+      none):
       `compute_scaling_factor(images)` measures 1 / std of posterior samples
       over training data (latent diffusion does this on one batch);
-      set it with `model.scaling_factor = ...`. It is part of the config.
+      set it with `model.scaling_factor = ...`. Both are part of the config.
 
-    Which methods use `scaling_factor`: only `encode_scaled` and
-    `decode_scaled`. `encode` returns the unscaled posterior and `decode`
+    Which methods use `scaling_factor` and `shift_factor`: only
+    `encode_scaled` and `decode_scaled`. `encode` returns the unscaled posterior and `decode`
     takes unscaled latents, like `VAE`.
 
     Fit logs: `loss`, `reconstruction_loss`, `kl_loss`, and `kl`, the
@@ -52,6 +55,8 @@ class KLVAE(VAE):
         kl_weight: weight of the KL term, >= 0 (see above).
         scaling_factor: positive factor applied by `encode_scaled` and
             undone by `decode_scaled`.
+        shift_factor: offset subtracted by `encode_scaled` before the
+            scaling, added back by `decode_scaled`.
         sampler: the `GaussianSampler` (log-variance clamp and seed);
             default `GaussianSampler()`.
         **kwargs: base model keyword arguments (`name`, `dtype`, ...).
@@ -78,10 +83,18 @@ class KLVAE(VAE):
     """
 
     def __init__(
-        self, encoder, decoder, kl_weight=1e-6, scaling_factor=1.0, sampler=None, **kwargs
+        self,
+        encoder,
+        decoder,
+        kl_weight=1e-6,
+        scaling_factor=1.0,
+        shift_factor=0.0,
+        sampler=None,
+        **kwargs,
     ):
         super().__init__(encoder, decoder, kl_weight=kl_weight, sampler=sampler, **kwargs)
         self.scaling_factor = scaling_factor
+        self.shift_factor = shift_factor
 
     @property
     def scaling_factor(self):
@@ -94,9 +107,21 @@ class KLVAE(VAE):
             "scaling_factor", value, 0.0, float("inf"), low_inclusive=False, high_inclusive=False
         )
 
+    @property
+    def shift_factor(self):
+        """Float subtracted by `encode_scaled` before scaling, added back by
+        `decode_scaled`."""
+        return self._shift_factor
+
+    @shift_factor.setter
+    def shift_factor(self, value):
+        self._shift_factor = validation.float_in_range(
+            "shift_factor", value, -float("inf"), float("inf"), False, False
+        )
+
     def encode_scaled(self, images, sample=True, seed=None):
-        """Images to latents times `scaling_factor`: what a latent diffusion
-        model is trained on.
+        """Images to `(latents - shift_factor) * scaling_factor`: what a latent
+        diffusion model is trained on.
 
         Args:
             images: a batch of images.
@@ -106,15 +131,15 @@ class KLVAE(VAE):
         """
         posterior = self.encode(images)
         latents = posterior.sample(seed=seed) if sample else posterior.mode()
-        return latents * self.scaling_factor
+        return (latents - self.shift_factor) * self.scaling_factor
 
     def decode_scaled(self, scaled_latents):
-        """Latents times `scaling_factor` (as `encode_scaled` returns them, or
-        as a diffusion model samples them) to float32 images in [0, 1]."""
+        """Normalised latents (as `encode_scaled` returns them, or as a
+        diffusion model samples them) to float32 images in [0, 1]."""
         dtype = validation.dtype_of(scaled_latents)
         if "float" not in dtype:
             raise TypeError(f"Expected float latents. Received dtype={dtype}.")
-        return self.decode(scaled_latents / self.scaling_factor)
+        return self.decode(scaled_latents / self.scaling_factor + self.shift_factor)
 
     def compute_scaling_factor(self, data, batch_size=256, sample=True, seed=None):
         """1 / std of the latents over `data`, to set as `scaling_factor`.
@@ -179,4 +204,5 @@ class KLVAE(VAE):
     def get_config(self):
         config = super().get_config()
         config["scaling_factor"] = self.scaling_factor
+        config["shift_factor"] = self.shift_factor
         return config
