@@ -188,8 +188,8 @@ def load_initial_weights(model, preset):
     """Starts `model` from the weights of `preset` (a name or a folder): a
     warm start, or a fine-tune (a VQGAN from a VQ-VAE preset).
 
-    The preset must hold a model of the same class and configuration (the
-    name, and a KL-VAE's measured scaling factor, aside), or of those of
+    The preset must hold a model of the same class and configuration (names,
+    seeds and a KL-VAE's latent scaling and shift factors aside), or of those of
     `model.as_inference_model()` (the adversarial families: their encoder,
     quantizer and decoder are then set, the discriminator keeps its
     initialization).
@@ -221,12 +221,12 @@ def load_initial_weights(model, preset):
 
 def _architecture(model):
     """`model`'s config as JSON values (as a saved preset's), without the
-    names of its layers, which a process numbers as it makes them, nor a
-    KL-VAE's latent scaling and shift factors."""
+    names of its layers, which a process numbers as it makes them, the seeds
+    of its random draws, nor a KL-VAE's latent scaling and shift factors."""
 
     def without_names(value):
         if isinstance(value, dict):
-            return {k: without_names(v) for k, v in value.items() if k != "name"}
+            return {k: without_names(v) for k, v in value.items() if k not in ("name", "seed")}
         if isinstance(value, list):
             return [without_names(v) for v in value]
         return value

@@ -536,21 +536,41 @@ class Adversarial:
         return {DISCRIMINATOR_GROUP: options.discriminator_learning_rate}
 
 
+# How a VQGAN's codebook learns.
+CODEBOOK_UPDATES = ("ema", "gradient")
+
+
 @dataclasses.dataclass(frozen=True)
 class VQGANOptions(AdversarialOptions, CodebookOptions):
-    pass
+    codebook_update: str = option(
+        "ema",
+        "how the codebook learns: moving averages of its latents with dead-code restarts, or "
+        "gradients of the codebook loss (taming's, and a converted VQGAN's: vqkeras convert)",
+        parse=str,
+        choices=CODEBOOK_UPDATES,
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check("codebook_update", one_of, CODEBOOK_UPDATES)
 
 
 @register_family("vqgan")
 class VQGANFamily(Adversarial, AutoencoderFamily):
-    """`VQGAN`: the ema-vqvae model with a patch discriminator (its own Adam)
-    and an optional perceptual loss; its preset holds the inference VQVAE."""
+    """`VQGAN`: the ema-vqvae model (or the vqvae one, with a gradient-trained
+    codebook) with a patch discriminator (its own Adam) and an optional
+    perceptual loss; its preset holds the inference VQVAE."""
 
     Options = VQGANOptions
 
     def build(self, parts, options):
         encoder = parts.encoder(options.latent_dim)
-        quantizer = ema_quantizer(options, options.latent_dim, parts.seed, **options.codebook())
+        if options.codebook_update == "ema":
+            quantizer = ema_quantizer(options, options.latent_dim, parts.seed, **options.codebook())
+        else:
+            quantizer = VectorQuantizer(
+                options.num_embeddings, options.latent_dim, seed=parts.seed, **options.codebook()
+            )
         return VQGAN(
             encoder,
             parts.decoder,
