@@ -350,7 +350,8 @@ def test_train_records_the_default_options_in_the_run_and_on_the_card(data, tmp_
         (
             "pixelcnn-prior",
             ["--model", "vqvae_mnist", "--channels", "8"],
-            "--channels is an option of --architecture conv. Received: --family pixelcnn-prior",
+            "--channels is an option of --architecture conv, --architecture ldm. Received: --family "
+            "pixelcnn-prior",
         ),
     ],
 )

@@ -95,17 +95,18 @@ def test_the_registry_checks_what_it_registers():
 
 
 def test_architectures_are_a_registry_of_their_own():
-    assert tuple(ARCHITECTURES) == ("conv",)
-    with pytest.raises(ValueError, match="Unknown architecture 'unet'. Expected one of: conv"):
+    assert tuple(ARCHITECTURES) == ("conv", "ldm")
+    with pytest.raises(ValueError, match="Unknown architecture 'unet'. Expected one of: conv, ldm"):
         get_architecture("unet")
     conv = get_architecture("conv")(get_architecture("conv").Options(channels=(8, 16, 32)))
     assert conv.downsampling == 8 and conv.width == 32
     assert (conv.discriminator().filters, conv.discriminator().num_layers) == (8, 3)
     # No option is both a family's and an architecture's: build_autoencoder
     # tells them apart by name.
-    architecture_names = set(get_architecture("conv").Options.names())
-    for name in families_of_kind("autoencoder"):
-        assert not architecture_names & set(FAMILIES[name].Options.names()), name
+    for architecture in ARCHITECTURES.values():
+        architecture_names = set(architecture.Options.names())
+        for name in families_of_kind("autoencoder"):
+            assert not architecture_names & set(FAMILIES[name].Options.names()), name
 
 
 def test_gumbel_resolves_its_anneal_and_brings_its_schedule():

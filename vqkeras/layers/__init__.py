@@ -1,4 +1,5 @@
-"""Layers of vqkeras: quantizers and the convolutional building blocks."""
+"""Layers of vqkeras: quantizers, the convolutional building blocks and the
+LDM/taming autoencoder's encoder, decoder and blocks."""
 
 from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
 from vqkeras.layers.conv_decoder import ConvDecoder
@@ -9,6 +10,14 @@ from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
 from vqkeras.layers.gaussian_sampler import GaussianSampler
 from vqkeras.layers.gumbel_quantizer import GumbelQuantizer
+from vqkeras.layers.ldm_blocks import AttentionBlock, Downsample, ResnetBlock, Upsample
+from vqkeras.layers.ldm_networks import (
+    LDMDecoder,
+    LDMDownLevel,
+    LDMEncoder,
+    LDMUpLevel,
+    attention_levels_for,
+)
 from vqkeras.layers.lookup_free_quantizer import LookupFreeQuantizer
 from vqkeras.layers.masked_conv2d import MaskedConv2D
 from vqkeras.layers.patch_discriminator import PatchDiscriminator
@@ -21,15 +30,21 @@ from vqkeras.layers.transformer_block import TransformerBlock
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
 __all__ = [
+    "AttentionBlock",
     "BaseVectorQuantizer",
     "ConvDecoder",
     "ConvEncoder",
     "DiagonalGaussian",
+    "Downsample",
     "EMAVectorQuantizer",
     "FiniteScalarQuantizer",
     "GatedPixelCNNBlock",
     "GaussianSampler",
     "GumbelQuantizer",
+    "LDMDecoder",
+    "LDMDownLevel",
+    "LDMEncoder",
+    "LDMUpLevel",
     "LookupFreeQuantizer",
     "MaskedConv2D",
     "PatchDiscriminator",
@@ -37,7 +52,10 @@ __all__ = [
     "Quantizer",
     "ResidualBlock",
     "ResidualVectorQuantizer",
+    "ResnetBlock",
     "SubPixelUpsampling",
     "TransformerBlock",
+    "Upsample",
     "VectorQuantizer",
+    "attention_levels_for",
 ]
