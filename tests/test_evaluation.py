@@ -12,6 +12,7 @@ from vqkeras.evaluation import (
     feature_statistics,
     frechet_distance,
     frechet_distance_of_images,
+    per_image_metrics,
     psnr_db,
     reconstruction_metrics,
     ssim_per_image,
@@ -179,6 +180,33 @@ def test_reconstruction_metrics_of_given_reconstructions():
     assert reconstruction_metrics(images, images / 255.0)["ssim"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"shape \(4, 16, 16, 1\)\. Received shape=\(4, 16, 16\)"):
         reconstruction_metrics(images, reconstructions[..., 0])
+
+
+def test_per_image_metrics_of_images_of_several_sizes():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, size=(3, 16, 16, 1), dtype="uint8")
+    reconstructions = images / 255.0 + rng.normal(0.0, 0.05, size=images.shape)
+    # On images of one size: those of reconstruction_metrics, per image.
+    metrics = per_image_metrics(images, reconstructions)
+    assert metrics["mse"].shape == (3,)
+    expected = reconstruction_metrics(images, reconstructions)
+    for key in ("mse", "psnr_db", "ssim"):
+        np.testing.assert_allclose(np.mean(metrics[key]), expected[key], rtol=1e-5)
+    # Several sizes, in order; no SSIM below its 11x11 window.
+    mixed = [images[0], images[1, :12, :5], images[2, :13, :11]]
+    outputs = [reconstructions[0], reconstructions[1, :12, :5], reconstructions[2, :13, :11]]
+    metrics = per_image_metrics(mixed, outputs)
+    np.testing.assert_allclose(
+        metrics["mse"][1], np.mean((np.clip(outputs[1], 0, 1) - mixed[1] / 255.0) ** 2), rtol=1e-5
+    )
+    assert np.isnan(metrics["ssim"][1]) and np.isfinite(metrics["ssim"][[0, 2]]).all()
+    np.testing.assert_allclose(
+        metrics["ssim"][2],
+        ssim_per_image(mixed[2][None] / 255.0, np.clip(outputs[2][None], 0, 1)),
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match=r"Image 1: expected a reconstruction of its shape"):
+        per_image_metrics(mixed, [outputs[0], outputs[0], outputs[2]])
 
 
 def _random_covariance(rng, width, rank=None):

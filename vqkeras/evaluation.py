@@ -127,6 +127,45 @@ def psnr_db(mse):
     return -10.0 * np.log10(np.maximum(mse, LOG_FLOOR))
 
 
+def per_image_metrics(images, reconstructions):
+    """MSE, PSNR and SSIM of each reconstruction against its image, for
+    images of any sizes, measured as `reconstruction_metrics` measures them.
+
+    Args:
+        images: a sequence of `(H, W, C)` images (a list, or one array
+            `(N, H, W, C)`), uint8 in [0, 255] or float in [0, 1].
+        reconstructions: float images on the [0, 1] scale of the same
+            shapes; clipped to [0, 1] here.
+
+    Returns:
+        A dict of float64 arrays `(N,)`: `mse`, `psnr_db` and `ssim`, which
+        is NaN for an image smaller than SSIM's 11x11 window.
+    """
+    if len(images) != len(reconstructions):
+        raise ValueError(
+            f"Expected one reconstruction per image: {len(images)} images, "
+            f"{len(reconstructions)} reconstructions."
+        )
+    targets = [validation.to_unit_range(np.asarray(image)) for image in images]
+    outputs = [np.clip(np.asarray(output, "float32"), 0.0, 1.0) for output in reconstructions]
+    by_shape = {}
+    for index, (target, output) in enumerate(zip(targets, outputs)):
+        if target.shape != output.shape:
+            raise ValueError(
+                f"Image {index}: expected a reconstruction of its shape {target.shape}. "
+                f"Received shape={output.shape}."
+            )
+        by_shape.setdefault(target.shape, []).append(index)
+    mse = np.array([np.mean(np.square(o - t)) for t, o in zip(targets, outputs)], "float64")
+    ssim = np.full(len(targets), np.nan)
+    for shape, indices in by_shape.items():
+        if min(shape[:2]) >= SSIM_WINDOW:
+            ssim[indices] = ssim_per_image(
+                np.stack([targets[i] for i in indices]), np.stack([outputs[i] for i in indices])
+            )
+    return {"mse": mse, "psnr_db": psnr_db(mse), "ssim": ssim}
+
+
 def reconstruction_metrics(images, reconstructions):
     """MSE, PSNR and SSIM of `reconstructions` against `images`, measured as
     `evaluate_reconstructions` does, for reconstructions made another way
