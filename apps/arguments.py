@@ -2,6 +2,20 @@
 
 import argparse
 
+SIZE_HELP = (
+    "resize every image to HEIGHTxWIDTH pixels (bilinear; e.g. 32x32, the zoo's trained size); "
+    "by default each image goes through the model at its own size"
+)
+FIXED_SIZE_HELP = (
+    "resize every image to HEIGHTxWIDTH pixels (bilinear): the size the prior's code grid "
+    "was made for (the model's trained size); images of another size are refused without it"
+)
+EVALUATE_SIZE_HELP = (
+    "resize every image to HEIGHTxWIDTH pixels (bilinear); by default an autoencoder takes "
+    "each image at its own size, while a prior or a classifier refuses images of another size "
+    "than its own (--size gives them that size)"
+)
+
 
 def positive_int(text):
     try:
@@ -31,6 +45,20 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}")
     return value
+
+
+def image_size(text):
+    """`(height, width)` from "HxW", e.g. "32x32"."""
+    height, x, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width))
+    except ValueError:
+        size = (0, 0)
+    if not x or min(size) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH in pixels, such as 32x32; received {text!r}"
+        )
+    return size
 
 
 def augmentation_list(text):

@@ -18,7 +18,15 @@ import argparse
 import json
 import sys
 
-from vqkeras.apps.arguments import add_data_options, non_negative_int, positive_int
+from vqkeras.apps.arguments import (
+    EVALUATE_SIZE_HELP,
+    FIXED_SIZE_HELP,
+    SIZE_HELP,
+    add_data_options,
+    image_size,
+    non_negative_int,
+    positive_int,
+)
 
 # OSError covers missing, existing and unwritable files alike; ImportError an
 # optional dependency a feature needs (TensorFlow for tfds inputs, --augment).
@@ -98,13 +106,14 @@ def _add_model_option(parser, help="preset name (vqkeras zoo list) or preset fol
     parser.add_argument("--model", required=True, metavar="PRESET_OR_DIR", help=help)
 
 
-def _add_input_options(parser, input_group=None):
+def _add_input_options(parser, input_group=None, size_help=SIZE_HELP):
     add_data_options(parser, input_group=input_group)
+    parser.add_argument("--size", type=image_size, metavar="HxW", help=size_help)
     parser.add_argument(
         "--strict",
         action="store_true",
-        help="refuse images of another size or channel count than the model's, rather than "
-        "resizing (bilinear) or converting them",
+        help="refuse images of another channel count than the model's (or, with --size, of "
+        "another size), rather than converting or resizing them",
     )
 
 
@@ -150,7 +159,7 @@ def build_parser(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluating.add_argument("model", help="preset name (vqkeras zoo list) or preset folder")
-    _add_input_options(evaluating)
+    _add_input_options(evaluating, size_help=EVALUATE_SIZE_HELP)
     _add_run_options(evaluating)
     evaluating.add_argument(
         "--vqvae", metavar="PRESET_OR_DIR", help="priors: the VQ model that makes the codes"
@@ -308,7 +317,7 @@ def build_parser(argv=None):
         metavar="PRESET_OR_DIR",
         help="PixelCNN or Transformer prior over its codes",
     )
-    _add_input_options(compressing)
+    _add_input_options(compressing, size_help=FIXED_SIZE_HELP)
     compressing.add_argument(
         "--label",
         type=non_negative_int,

@@ -2,7 +2,9 @@
 
 Compress encodes the images to codes with a discrete model (VQVAE, or RQVAE
 with `--depth` levels) and range-codes the codes under an autoregressive prior
-(PixelCNN or Transformer): the
+(PixelCNN or Transformer). The prior models one code grid size, that of the
+model's trained image size (32x32 for the CIFAR-10 zoo): images of another
+size are refused, unless `--size HxW` (that size) resizes them. The
 file holds the model and prior names and the sha256 of their weights, the
 images' shape and count, the class labels of a class-conditional prior (from
 the input, or `--label`) and the coded codes (docs/compression.md).
@@ -27,7 +29,7 @@ import os
 import numpy as np
 
 from vqkeras.apps.images import image_grid, to_uint8, write_png
-from vqkeras.apps.inputs import load_images, model_image_shape
+from vqkeras.apps.inputs import load_images_of_size, model_image_shape
 from vqkeras.apps.outputs import check_outputs, describe_input, make_folder, output_paths
 from vqkeras.compression import Codec, read_header
 from vqkeras.file_io import write_atomic
@@ -64,9 +66,7 @@ def compress(args):
         raise IsADirectoryError(f"--out {args.out!r} is a folder: expected a file name.")
     codec = Codec(args.model, args.prior, depth=args.depth)
     channels, size = model_image_shape(codec.model)
-    inputs = load_images(
-        args.input, args.split, channels, size, args.strict, args.limit, args.quiet
-    )
+    inputs = load_images_of_size(args, channels, size, f"Compressing under prior {args.prior!r}")
     compressed = codec.compress(
         inputs.images, _labels(codec, inputs, args.label), batch_size=args.batch_size
     )

@@ -3,7 +3,10 @@
 What is measured depends on the preset:
 
 - an autoencoder: MSE, PSNR, SSIM and, for VQ models, codebook usage,
-  perplexity and bits per image (`vqkeras.evaluation.evaluate_reconstructions`);
+  perplexity and bits per image (as `vqkeras.evaluation.evaluate_reconstructions`
+  measures them), each image at its own size (`vqkeras.native_size`) unless
+  `--size HxW` resizes them; for image files, also each file's size, latent
+  shapes, MSE, PSNR and SSIM in `per_image`;
 - a prior (PixelCNN, Transformer or MaskGIT): the NLL of the images' codes
   under the prior, in nats/code and bits/dim (`evaluate_prior`; for a
   VQVAE2, of its top codes, or of its bottom codes given the top ones; for
@@ -14,6 +17,10 @@ What is measured depends on the preset:
   (default: the one in the metadata) with class-conditional samples
   (`conditional_sample_agreement`, `--samples-per-class`, 0 to skip);
 - a classifier (e.g. `mnist_classifier`): its accuracy on the labelled input.
+
+A prior (over the code grid of its VQ model's trained image size) and a
+classifier take images of one size: other sizes are refused unless `--size`
+gives that size.
 
 `--frechet-features CLASSIFIER` adds, for an autoencoder, the Fréchet
 distance between the input images and their reconstructions in the features
@@ -26,26 +33,20 @@ distances in the same features.
 import numpy as np
 
 from vqkeras import presets
-from vqkeras.apps.inputs import load_images, model_image_shape
-from vqkeras.apps.models import load_model, reconstruct
+from vqkeras.apps.inputs import load_command_images, load_images_of_size, model_image_shape
+from vqkeras.apps.models import load_model, reconstruction_report
 from vqkeras.apps.outputs import check_outputs, describe_input
 from vqkeras.codes import codes_by_name
 from vqkeras.evaluation import (
     conditional_sample_agreement,
     encode_indices,
     evaluate_prior,
-    evaluate_reconstructions,
     frechet_distance_of_images,
 )
 from vqkeras.file_io import write_json_atomic
 from vqkeras.models import CodePrior
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.validation import to_unit_range
-
-
-def _load(args, model):
-    channels, size = model_image_shape(model)
-    return load_images(args.input, args.split, channels, size, args.strict, args.limit, args.quiet)
 
 
 def _labels(inputs, what):
@@ -59,7 +60,10 @@ def _prior_metrics(args, prior, metadata):
     if vqvae_name is None:
         raise ValueError(f"{args.model!r} names no VQ model in its metadata: pass --vqvae.")
     vqvae = load_model(vqvae_name)
-    inputs = _load(args, vqvae)
+    channels, size = model_image_shape(vqvae)
+    inputs = load_images_of_size(
+        args, channels, size, f"Prior {args.model!r} (over the codes of {vqvae_name!r})"
+    )
     labels = _labels(inputs, "A class-conditional prior") if prior.num_classes else None
     grids = vqvae.code_grids()
     by_name = {grid.name: grid for grid in grids}
@@ -89,14 +93,8 @@ def _prior_metrics(args, prior, metadata):
 
 def _classifier_metrics(args, classifier):
     input_shape = classifier.get_build_config()["input_shape"]
-    inputs = load_images(
-        args.input,
-        args.split,
-        input_shape[-1],
-        tuple(input_shape[1:3]),
-        args.strict,
-        args.limit,
-        args.quiet,
+    inputs = load_images_of_size(
+        args, input_shape[-1], tuple(input_shape[1:3]), f"Classifier {args.model!r}"
     )
     labels = _labels(inputs, "A classifier")
     scores = classifier.predict(to_unit_range(inputs.images), batch_size=args.batch_size, verbose=0)
@@ -107,17 +105,37 @@ def _classifier_metrics(args, classifier):
     }
 
 
-def _frechet_metrics(args, model, images):
-    """The Fréchet distance of `model`'s reconstructions of `images` to them,
-    and the features it is measured in."""
-    reconstructions = reconstruct(model, images, args.batch_size, args.quiet)
+def _frechet_metrics(args, images, reconstructions):
+    """The Fréchet distance of the reconstructions of `images` to them, and
+    the features it is measured in."""
+    if len({image.shape for image in images}) > 1:
+        raise ValueError(
+            "--frechet-features needs images of one size (the classifier's); the input's sizes "
+            "differ: pass --size HxW."
+        )
     result = frechet_distance_of_images(
-        images, reconstructions, args.frechet_features, batch_size=args.batch_size
+        np.asarray(images),
+        np.asarray(reconstructions),
+        args.frechet_features,
+        batch_size=args.batch_size,
     )
     return {
         "frechet_distance": result["frechet_distance"],
         "frechet_features": result["features"],
     }
+
+
+def _autoencoder_metrics(args, model):
+    inputs = load_command_images(args, model.image_channels)
+    reconstructions, per_image, means = reconstruction_report(
+        model, inputs, args.batch_size, args.quiet
+    )
+    metrics = {"skipped": len(inputs.skipped), **means}
+    if args.frechet_features:
+        metrics.update(_frechet_metrics(args, inputs.images, reconstructions))
+    if inputs.names:  # image files: each one's figures
+        metrics["per_image"] = per_image
+    return metrics
 
 
 def run(args):
@@ -130,13 +148,7 @@ def run(args):
             f"holds a {type(model).__name__}."
         )
     if isinstance(model, AutoencoderModel):
-        inputs = _load(args, model)
-        metrics = {
-            "skipped": len(inputs.skipped),
-            **evaluate_reconstructions(model, inputs.images, batch_size=args.batch_size),
-        }
-        if args.frechet_features:
-            metrics.update(_frechet_metrics(args, model, inputs.images))
+        metrics = _autoencoder_metrics(args, model)
     elif isinstance(model, CodePrior):
         metrics = _prior_metrics(args, model, presets.load_metadata(args.model))
     else:

@@ -14,6 +14,8 @@ MIN_TILE_PIXELS = 64
 PADDING = 2
 GROUP_GAP = 6
 BACKGROUND = 255
+# Larger images are shrunk to at most this many pixels a side in a grid.
+THUMBNAIL_PIXELS = 128
 
 
 def to_uint8(images):
@@ -58,6 +60,34 @@ def image_grid(rows, columns, rows_per_group=1):
             # Broadcasting repeats a gray tile over the channels of a color grid.
             grid[y : y + height * scale, x : x + width * scale] = tile
     return grid
+
+
+def thumbnails(images, max_side=THUMBNAIL_PIXELS):
+    """uint8 tiles of one size for `image_grid`, from images of any sizes.
+
+    The tile is as tall and as wide as the largest image, at most `max_side`
+    pixels. An image that does not fit is shrunk (bilinear, keeping its
+    aspect ratio); each is centered on the background. Images of one size
+    no larger than `max_side` are returned as they are.
+    """
+    height = min(max_side, max(image.shape[0] for image in images))
+    width = min(max_side, max(image.shape[1] for image in images))
+    channels = max(image.shape[-1] for image in images)
+    if all(image.shape == (height, width, channels) for image in images):
+        return list(images)
+    tiles = []
+    for image in images:
+        scale = min(1.0, height / image.shape[0], width / image.shape[1])
+        if scale < 1.0:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+            shrunk = np.asarray(picture.resize(size, Image.Resampling.BILINEAR))
+            image = shrunk.reshape(size[1], size[0], image.shape[-1])
+        tile = np.full((height, width, channels), BACKGROUND, "uint8")
+        top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+        tile[top : top + image.shape[0], left : left + image.shape[1]] = image
+        tiles.append(tile)
+    return tiles
 
 
 def paired_rows(top, bottom, columns):

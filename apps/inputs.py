@@ -1,5 +1,6 @@
 """Reading images for the apps: shipped samples, .npz files, image files and
-folders, and tensorflow-datasets datasets, all made to fit the model."""
+folders, and tensorflow-datasets datasets, made to fit the model: converted
+to its channels, and each kept at its own size or resized to one."""
 
 import dataclasses
 import os
@@ -27,7 +28,8 @@ class ImageSet:
     """Images read for a model.
 
     Attributes:
-        images: uint8 array `(N, H, W, C)`.
+        images: uint8 array `(N, H, W, C)`, or a list of uint8 `(H, W, C)`
+            arrays of their own sizes (`load_images(..., own_size=True)`).
         labels: int64 array `(N,)`, or None when the input has no labels.
         names: the file of each image (as given, or folder/file), or None
             when the images did not come from image files.
@@ -49,7 +51,14 @@ def model_image_shape(model):
 
 
 def load_images(
-    specs, split="test", channels=None, size=None, strict=False, limit=None, quiet=False
+    specs,
+    split="test",
+    channels=None,
+    size=None,
+    strict=False,
+    limit=None,
+    quiet=False,
+    own_size=False,
 ):
     """The images named by `specs`, converted to `channels` and `size`.
 
@@ -63,10 +72,13 @@ def load_images(
             reduced to their luma (ITU-R 601, as Pillow does), with a notice;
             None keeps the channels (files: RGB unless all are grayscale).
         size: `(height, width)`: images of another size are resized
-            (bilinear), with a notice; None keeps the size of the first image.
+            (bilinear), with a notice; None resizes them to the size of the
+            first image, or with `own_size` keeps each at its own.
         strict: raise `ValueError` rather than convert channels or resize.
         limit: read at most this many images (the first ones).
         quiet: no progress bar.
+        own_size: without `size`, keep each image at its own size and give
+            `images` as a list of `(H, W, C)` arrays.
 
     Returns:
         An `ImageSet`. Files that are not readable images (damaged,
@@ -85,9 +97,50 @@ def load_images(
         )
     if standalone:
         images, labels = _load_collection(specs[0], split, limit, quiet)
-        images = _conform(images, channels, size, strict, specs[0])
+        images = _conform(images, channels, size, strict, specs[0], own_size=own_size)
         return ImageSet(images, labels)
-    return _load_files(specs, channels, size, strict, limit, quiet)
+    return _load_files(specs, channels, size, strict, limit, quiet, own_size)
+
+
+def load_command_images(args, channels):
+    """The images of a command's `--input` for a model that takes any size:
+    each at its own size (a list), or all resized to `--size` (an array).
+    `args` holds `input`, `split`, `size`, `strict`, `limit` and `quiet`."""
+    return load_images(
+        args.input,
+        args.split,
+        channels,
+        args.size,
+        args.strict,
+        args.limit,
+        args.quiet,
+        own_size=True,
+    )
+
+
+def load_images_of_size(args, channels, size, what):
+    """The images of a command's `--input` for `what`, which takes images of
+    `size` `(height, width)` only (a prior over a fixed code grid, a
+    classifier): resized to it when `--size` asks for it, else refused if of
+    another size, with a one-line hint. `args` as for
+    `load_command_images`."""
+    expected = f"{size[0]}x{size[1]}"
+    if args.size is not None and tuple(args.size) != tuple(size):
+        raise ValueError(
+            f"{what} takes {expected} images only (height x width). "
+            f"Received --size {args.size[0]}x{args.size[1]}."
+        )
+    inputs = load_command_images(args, channels)
+    for index, image in enumerate(inputs.images):
+        if image.shape[:2] != tuple(size):
+            where = repr(inputs.names[index]) if inputs.names else f"image {index} of the input"
+            raise ValueError(
+                f"{what} takes {expected} images only (height x width); {where} is "
+                f"{image.shape[0]}x{image.shape[1]}. Pass --size {expected} to resize the "
+                "images (bilinear)."
+            )
+    inputs.images = np.asarray(inputs.images)  # one size: stack the list
+    return inputs
 
 
 def uses_split(spec):
@@ -218,24 +271,24 @@ def _channels_of(image):
     return 1 if image.mode in _GRAY_MODES else 3
 
 
-def _conform(images, channels, size, strict, source, names=None):
-    """uint8 `(N, H, W, channels)`: each image converted and resized as
-    `load_images` documents, with one notice per kind of change."""
+def _conform(images, channels, size, strict, source, names=None, own_size=False):
+    """uint8 `(N, H, W, channels)`, or with `own_size` and no `size` a list
+    of `(H, W, channels)`: each image converted and resized as `load_images`
+    documents, with one notice per kind of change."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
         if len(images) == 0:
             raise ValueError(f"{source!r} holds no images.")
         if images.shape[-1] == (channels or images.shape[-1]) and images.shape[1:3] == (
             size or images.shape[1:3]
         ):
-            return images
+            return list(images) if own_size and size is None else images
     pil_images = [image if isinstance(image, Image.Image) else _as_pil(image) for image in images]
     if channels is None:
         channels = 1 if all(_channels_of(image) == 1 for image in pil_images) else 3
-    if size is None:
+    if size is None and not own_size:
         width, height = pil_images[0].size
         size = (height, width)
-    converted, resized = [], []
-    result = np.empty((len(pil_images), *size, channels), "uint8")
+    converted, resized, result = [], [], []
     for index, image in enumerate(pil_images):
         where = repr(names[index]) if names else f"{source!r} (image {index})"
         if _channels_of(image) != channels:
@@ -247,7 +300,7 @@ def _conform(images, channels, size, strict, source, names=None):
             converted.append(index)
         # Also drops the alpha channel of RGBA arrays.
         image = image.convert("L" if channels == 1 else "RGB")
-        if (image.size[1], image.size[0]) != tuple(size):
+        if size is not None and (image.size[1], image.size[0]) != tuple(size):
             if strict:
                 raise ValueError(
                     f"{where} is {image.size[1]}x{image.size[0]} (height x width); the model "
@@ -255,7 +308,7 @@ def _conform(images, channels, size, strict, source, names=None):
                 )
             resized.append(index)
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        result[index] = np.asarray(image).reshape(*size, channels)
+        result.append(np.asarray(image).reshape(image.size[1], image.size[0], channels))
     if converted:
         kind = "grayscale" if channels == 1 else "RGB"
         notice(f"converted {len(converted)} image(s) of {source} to {kind} for the model.")
@@ -264,7 +317,7 @@ def _conform(images, channels, size, strict, source, names=None):
             f"resized {len(resized)} image(s) of {source} to {size[0]}x{size[1]} "
             "(bilinear) for the model."
         )
-    return result
+    return result if size is None else np.stack(result)
 
 
 def _list_files(specs):
@@ -297,7 +350,7 @@ def _read_image(path):
         return image.convert("L" if image.mode in _GRAY_MODES else "RGB")
 
 
-def _load_files(specs, channels, size, strict, limit, quiet):
+def _load_files(specs, channels, size, strict, limit, quiet, own_size):
     paths = _list_files(specs)
     images, names, skipped = [], [], []
     for path in progress(paths, len(paths), "reading", quiet):
@@ -317,4 +370,5 @@ def _load_files(specs, channels, size, strict, limit, quiet):
             f"{len(skipped)} file(s) skipped."
         )
     source = specs[0] if len(specs) == 1 else f"{len(specs)} inputs"
-    return ImageSet(_conform(images, channels, size, strict, source, names), None, names, skipped)
+    images = _conform(images, channels, size, strict, source, names, own_size)
+    return ImageSet(images, None, names, skipped)

@@ -29,6 +29,28 @@ def make_folder(path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
+def image_file_names(names, count, suffix=".png"):
+    """A unique file name per image, in order: the stem of its input file
+    (`names`, the paths images were read from), else its index (zero-padded,
+    for inputs without files). A stem met before, ignoring case (two
+    folders' photo.jpg, or photo.png beside photo.jpg), gets the first free
+    suffix _1, _2, ... Only the base name of an input is used, so no name
+    leads outside the output folder."""
+    if names:
+        stems = [os.path.splitext(os.path.basename(name))[0] or "image" for name in names]
+    else:
+        stems = [f"{index:0{len(str(count - 1))}d}" for index in range(count)]
+    taken, result = set(), []
+    for stem in stems:
+        name, number = stem, 0
+        while name.casefold() in taken:
+            number += 1
+            name = f"{stem}_{number}"
+        taken.add(name.casefold())
+        result.append(name + suffix)
+    return result
+
+
 def describe_input(specs, split):
     """`{"input", "split"}` for a summary: the input spec (the list when
     several), and the split where one was used (.npz files, tfds:NAME)."""

@@ -1,60 +1,71 @@
-"""`vqkeras reconstruct`: images through an autoencoder, with a picture and
-per-image metrics.
+"""`vqkeras reconstruct`: images through an autoencoder, each at its own size,
+with pictures and per-image metrics.
 
-Writes to the output folder:
+Each image goes through the model at its own size (padded by reflection to
+a multiple of the model's downsampling factor, cropped back; large images in
+tiles: `vqkeras.native_size`), unless `--size HxW` resizes them all
+(bilinear). Writes to the output folder:
 
+    reconstructions/      one PNG per image at its own size, named after its
+                          input file (photo.jpg -> photo.png; a name met
+                          before gets _1, _2, ...; inputs without files are
+                          numbered: 000.png, 001.png, ...)
     reconstructions.png   the first 64 images, rows of inputs over rows of
-                          their reconstructions
-    metrics.csv           per image: index, name and label where known, mse,
-                          psnr_db, ssim
+                          their reconstructions (images of several sizes, or
+                          larger than 128 pixels, as thumbnails)
+    metrics.csv           per image: index, name and label where known,
+                          file, height, width, latents (a VQ model's code
+                          grid shapes, e.g. indices:8x8, or latents:8x8x4),
+                          mse, psnr_db, ssim (empty below SSIM's 11x11
+                          window)
     summary.json          the model, the input, the counts of images and
-                          skipped files, the mean metrics (as
+                          skipped files, the mean metrics and, for VQ
+                          models, the codebook usage and perplexity (as
                           `vqkeras.evaluation.evaluate_reconstructions`
-                          computes them) and, for VQ models, the codebook
-                          usage and perplexity
+                          computes them; over all codes for images of
+                          several sizes) and, in `per_image`, each image's
+                          size, latent shapes, mse, psnr_db and ssim
 
 Examples:
 
     vqkeras reconstruct --model vqvae_mnist --input sample:mnist --out runs/reconstruct
-    vqkeras reconstruct --model vqvae_mnist --input my_digits/ --out runs/mine
+    vqkeras reconstruct --model vqvae_cifar10 --input photos/ --out runs/photos
+    vqkeras reconstruct --model vqvae_cifar10 --input photos/ --size 32x32 --out runs/small
 """
 
 import csv
-
-import numpy as np
+import os
 
 from vqkeras.apps import models
-from vqkeras.apps.images import image_grid, paired_rows, to_uint8, write_png
-from vqkeras.apps.inputs import load_images, model_image_shape
-from vqkeras.apps.outputs import describe_input, make_folder, output_paths
-from vqkeras.evaluation import psnr_db, ssim_per_image
+from vqkeras.apps.images import image_grid, paired_rows, thumbnails, to_uint8, write_png
+from vqkeras.apps.inputs import load_command_images
+from vqkeras.apps.outputs import describe_input, image_file_names, output_paths
 from vqkeras.file_io import write_atomic, write_json_atomic
-from vqkeras.validation import to_unit_range
 
 GRID_IMAGES = 64
 GRID_COLUMNS = 8
-OUTPUTS = ("reconstructions.png", "metrics.csv", "summary.json")
+IMAGE_FOLDER = "reconstructions"
+OUTPUTS = (IMAGE_FOLDER, "reconstructions.png", "metrics.csv", "summary.json")
+METRICS = ("mse", "psnr_db", "ssim")
 
 
-def per_image_metrics(images, reconstructions):
-    """`{"mse", "psnr_db", "ssim"}` arrays, one value per image, on the [0, 1]
-    scale, as in `vqkeras.evaluation.evaluate_reconstructions`."""
-    target = to_unit_range(images)
-    mse = np.mean(np.square(reconstructions - target), axis=(1, 2, 3))
-    return {"mse": mse, "psnr_db": psnr_db(mse), "ssim": ssim_per_image(target, reconstructions)}
+def _latents_text(shapes):
+    """e.g. "indices:8x8", "top:4x4 bottom:8x8" or "latents:8x8x4"."""
+    return " ".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in shapes.items())
 
 
-def write_metrics_csv(path, metrics, names, labels, overwrite):
-    columns = ["index", *(["name"] if names else []), *(["label"] if labels is not None else [])]
-    columns += list(metrics)
+def write_metrics_csv(path, per_image, overwrite):
+    first = per_image[0]
+    columns = ["index", *(key for key in ("name", "label") if key in first)]
+    columns += ["file", "height", "width", "latents", *METRICS]
 
     def write(f):
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
-        for index in range(len(metrics["mse"])):
-            row = [index, *([names[index]] if names else [])]
-            row += [int(labels[index])] if labels is not None else []
-            row += [f"{float(values[index]):.6g}" for values in metrics.values()]
+        for entry in per_image:
+            row = [entry[key] for key in columns[: columns.index("file") + 1]]
+            row += [*entry["size"], _latents_text(entry["latent_shapes"])]
+            row += ["" if entry[key] is None else f"{entry[key]:.6g}" for key in METRICS]
             writer.writerow(row)
 
     write_atomic(path, write, overwrite=overwrite)
@@ -63,35 +74,34 @@ def write_metrics_csv(path, metrics, names, labels, overwrite):
 def run(args):
     paths = output_paths(args.out, OUTPUTS, args.overwrite)
     model = models.load_model(args.model)
-    channels, size = model_image_shape(model)
-    inputs = load_images(
-        args.input, args.split, channels, size, args.strict, args.limit, args.quiet
+    inputs = load_command_images(args, model.image_channels)
+    reconstructions, per_image, means = models.reconstruction_report(
+        model, inputs, args.batch_size, args.quiet
     )
-    reconstructions = models.reconstruct(model, inputs.images, args.batch_size, args.quiet)
-    metrics = per_image_metrics(inputs.images, reconstructions)
+    files = image_file_names(inputs.names, len(per_image))
+    for entry, file in zip(per_image, files):
+        entry["file"] = f"{IMAGE_FOLDER}/{file}"
     summary = {
         "model": args.model,
         **describe_input(args.input, args.split),
-        "images": len(inputs.images),
         "skipped": len(inputs.skipped),
         "skipped_files": inputs.skipped,
-        "mse": float(np.mean(metrics["mse"])),
-        "psnr_db": float(np.mean(metrics["psnr_db"])),
-        "psnr_std_db": float(np.std(metrics["psnr_db"])),
-        "ssim": float(np.mean(metrics["ssim"])),
+        **means,
+        "per_image": per_image,
     }
-    if model.code_grids():
-        codes = models.encode(model, inputs.images, args.batch_size, args.quiet)
-        summary.update(models.codebook_statistics(codes, model))
 
-    make_folder(paths["summary.json"])
+    os.makedirs(paths[IMAGE_FOLDER], exist_ok=True)
+    outputs = [to_uint8(reconstruction) for reconstruction in reconstructions]
+    for file, output in zip(files, outputs):
+        write_png(os.path.join(paths[IMAGE_FOLDER], file), output, args.overwrite)
     shown = slice(0, GRID_IMAGES)
-    rows = paired_rows(inputs.images[shown], to_uint8(reconstructions[shown]), GRID_COLUMNS)
+    tiles = thumbnails([*inputs.images[shown], *outputs[shown]])
+    rows = paired_rows(tiles[: len(tiles) // 2], tiles[len(tiles) // 2 :], GRID_COLUMNS)
     write_png(
         paths["reconstructions.png"],
         image_grid(rows, GRID_COLUMNS, rows_per_group=2),
         args.overwrite,
     )
-    write_metrics_csv(paths["metrics.csv"], metrics, inputs.names, inputs.labels, args.overwrite)
+    write_metrics_csv(paths["metrics.csv"], per_image, args.overwrite)
     write_json_atomic(paths["summary.json"], summary, overwrite=args.overwrite)
     return summary

@@ -52,3 +52,18 @@ def test_write_png_round_trips(tmp_path):
     picture = np.random.default_rng(0).integers(0, 256, (5, 6, 1), dtype="uint8")
     write_png(tmp_path / "p.png", picture)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "p.png")), picture[..., 0])
+
+
+def test_thumbnails_fit_images_of_any_sizes_in_one_tile():
+    from vqkeras.apps.images import BACKGROUND, thumbnails
+
+    same = [np.zeros((8, 8, 1), "uint8")] * 2
+    assert thumbnails(same)[0] is same[0]  # one small size: unchanged
+    tiles = thumbnails([np.zeros((4, 6, 1), "uint8"), np.zeros((10, 2, 3), "uint8")])
+    assert [tile.shape for tile in tiles] == [(10, 6, 3)] * 2
+    # Centered on the background.
+    assert np.all(tiles[0][3:7, :] == 0) and np.all(tiles[0][:3] == BACKGROUND)
+    # Large images are shrunk to the tile, keeping their aspect ratio.
+    (tile,) = thumbnails([np.zeros((300, 600, 3), "uint8")], max_side=128)
+    assert tile.shape == (128, 128, 3)
+    assert np.all(tile[32:96] == 0) and np.all(tile[:31] == BACKGROUND)

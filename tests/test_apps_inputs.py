@@ -135,3 +135,41 @@ def test_model_image_shape_comes_from_the_build_config():
     assert model_image_shape(FakeModel([None, 16, 24, 3])) == (3, (16, 24))
     assert model_image_shape(FakeModel([None, None, None, 3])) == (3, None)
     assert model_image_shape(FakeModel(None)) == (3, None)
+
+
+def test_own_size_keeps_each_image_as_it_is(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    small = write_png(tmp_path / "a.png", rng.integers(0, 256, (5, 7), dtype="uint8"))
+    large = write_png(tmp_path / "b.png", rng.integers(0, 256, (37, 53, 3), dtype="uint8"))
+    result = load_images([small, large], channels=3, quiet=True, own_size=True)
+    assert isinstance(result.images, list)
+    assert [image.shape for image in result.images] == [(5, 7, 3), (37, 53, 3)]
+    np.testing.assert_array_equal(result.images[1], np.asarray(Image.open(large)))
+    err = capsys.readouterr().err
+    assert "converted 1 image(s)" in err and "resized" not in err
+    # Arrays of one size come as a list of their images, unchanged.
+    result = load_images("sample:mnist", channels=1, limit=3, own_size=True)
+    assert len(result.images) == 3 and result.images[0].shape == (28, 28, 1)
+    # A size resizes all of them into one array.
+    result = load_images([small, large], channels=1, size=(4, 4), quiet=True, own_size=True)
+    assert result.images.shape == (2, 4, 4, 1)
+
+
+def test_a_command_of_one_size_refuses_other_sizes_with_a_hint(tmp_path):
+    from types import SimpleNamespace
+
+    from vqkeras.apps.inputs import load_images_of_size
+
+    path = write_png(tmp_path / "a.png", np.zeros((9, 8), "uint8"))
+    args = SimpleNamespace(
+        input=[path], split="test", size=None, strict=False, limit=None, quiet=True
+    )
+    with pytest.raises(ValueError, match=r"Thing takes 8x8 images only .*'.*a.png' is 9x8\. "):
+        load_images_of_size(args, 1, (8, 8), "Thing")
+    args.size = (8, 9)
+    with pytest.raises(ValueError, match=r"Thing takes 8x8 images only \(height x width\)\. Rec"):
+        load_images_of_size(args, 1, (8, 8), "Thing")
+    args.size = (8, 8)
+    assert load_images_of_size(args, 1, (8, 8), "Thing").images.shape == (1, 8, 8, 1)
+    args.input, args.size = [write_png(tmp_path / "b.png", np.zeros((8, 8), "uint8"))], None
+    assert load_images_of_size(args, 1, (8, 8), "Thing").images.shape == (1, 8, 8, 1)

@@ -145,12 +145,18 @@ def test_module_entry_point_help(tmp_path):
     assert result.returncode == 0 and "--input" in result.stdout
 
 
-def test_evaluate_converts_channels_and_sizes_with_a_notice(capsys):
+def test_evaluate_converts_channels_and_resizes_with_size_only(capsys):
     argv = ["evaluate", "vqvae_mnist", "--input", "sample:cifar10", "--limit", "4", "--quiet"]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["images"] == 4
+    metrics = json.loads(captured.out)
+    # At their own size, 32x32: 8x8 codes.
+    assert metrics["images"] == 4 and metrics["latent_grid"] == [8, 8]
     assert "converted 4 image(s) of sample:cifar10 to grayscale" in captured.err
+    assert "resized" not in captured.err
+    assert main([*argv, "--size", "28x28"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["latent_grid"] == [7, 7]
     assert "resized 4 image(s) of sample:cifar10 to 28x28" in captured.err
 
 

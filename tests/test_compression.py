@@ -214,13 +214,21 @@ def test_cli_round_trip_overwrite_and_image_handling(presets, tmp_path, capsys):
         assert restored["images"].shape == (11, 16, 16, 1)
     assert cli("decompress", out, "--out", tmp_path / "restored") == 2
     assert "already exists" in capsys.readouterr().err
-    # RGB images of another size: converted and resized as the other apps do,
-    # or refused with --strict.
+    # RGB images of another size: the prior codes one grid size, so they are
+    # refused with a hint, unless --size resizes them (converted as by the
+    # other apps, or refused with --strict).
     other = tmp_path / "rgb.npz"
     np.savez(other, x_test=blob_images(3, size=20, channels=3), y_test=[0, 1, 2])
-    assert cli(*base, "--input", other, "--out", tmp_path / "rgb.vqkc") == 0
-    capsys.readouterr()
-    assert cli(*base, "--input", other, "--strict", "--out", tmp_path / "strict.vqkc") == 2
+    assert cli(*base, "--input", other, "--out", tmp_path / "rgb.vqkc") == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # after the grayscale notice
+    assert error.startswith("vqkeras: error: ") and "takes 16x16 images only" in error
+    assert "image 0 of the input is 20x20. Pass --size 16x16 to resize the images" in error
+    assert cli(*base, "--input", other, "--size", "16x20", "--out", tmp_path / "rgb.vqkc") == 2
+    assert "Received --size 16x20" in capsys.readouterr().err
+    assert cli(*base, "--input", other, "--size", "16x16", "--out", tmp_path / "rgb.vqkc") == 0
+    assert "resized 3 image(s)" in capsys.readouterr().err
+    strict = ["--size", "16x16", "--strict", "--out", tmp_path / "strict.vqkc"]
+    assert cli(*base, "--input", other, *strict) == 2
     assert not (tmp_path / "strict.vqkc").exists()
     capsys.readouterr()
     out.write_bytes(before[:-3])
