@@ -7,6 +7,7 @@
     vqkeras sample ...                   new images from a prior over the codes
     vqkeras compress | decompress ...    images to a file of codes coded under a prior, and back
     vqkeras train ...                    fit a model of any family on your images, resumably
+    vqkeras convert SOURCE --out DIR     a diffusers, Stable Diffusion or taming checkpoint to a preset
     vqkeras demo --out DIR               all of the above on the shipped samples, offline
 
 Each command prints a JSON summary on stdout; warnings, notices and progress
@@ -25,6 +26,7 @@ from vqkeras.apps.arguments import (
     add_data_options,
     image_size,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 
@@ -96,6 +98,12 @@ def _demo(args):
     return demo.run(args)
 
 
+def _convert(args):
+    from vqkeras.apps import convert
+
+    return convert.run(args)
+
+
 def _train(args):
     from vqkeras.apps import train
 
@@ -137,7 +145,16 @@ def _first_paragraph(module):
 
 
 def build_parser(argv=None):
-    from vqkeras.apps import compress, demo, evaluate, export_latents, reconstruct, sample, train
+    from vqkeras.apps import (
+        compress,
+        convert,
+        demo,
+        evaluate,
+        export_latents,
+        reconstruct,
+        sample,
+        train,
+    )
 
     parser = argparse.ArgumentParser(
         prog="vqkeras", description="Image autoencoders and their zoo, from the command line."
@@ -348,6 +365,37 @@ def build_parser(argv=None):
     _add_output_options(decompressing, "output folder (created if needed)")
     _add_run_options(decompressing, batch_size=256)
     decompressing.set_defaults(run=_decompress)
+
+    converting = commands.add_parser(
+        "convert",
+        help="a diffusers AutoencoderKL/VQModel folder, or a Stable Diffusion or taming "
+        "checkpoint file, to a vqkeras preset",
+        description=convert.__doc__,
+        formatter_class=formatter,
+    )
+    converting.add_argument("source", help="the diffusers folder or the checkpoint file")
+    converting.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="N",
+        help="the square size the model is built for; it takes other sizes too (default: the "
+        "diffusers config's sample_size, else 256)",
+    )
+    converting.add_argument(
+        "--scaling-factor",
+        type=positive_float,
+        metavar="F",
+        help="KL autoencoders: the latents' scaling factor, where the source lacks one or to "
+        "replace it (Stable Diffusion 1.x and 2.x: 0.18215, SDXL: 0.13025)",
+    )
+    converting.add_argument(
+        "--shift-factor",
+        type=float,
+        metavar="F",
+        help="KL autoencoders: the latents' shift factor (default: the source's, else 0)",
+    )
+    _add_output_options(converting, "the preset folder to write")
+    converting.set_defaults(run=_convert)
 
     demonstrating = commands.add_parser(
         "demo",
