@@ -89,9 +89,11 @@ def ssim_per_image(images, reconstructions, batch_size=EVALUATION_BATCH_SIZE):
     c1, c2 = SSIM_K1**2, SSIM_K2**2  # (K max_val)^2 with max_val 1
     result = []
     for a, b in zip(_batches(x, batch_size), _batches(y, batch_size)):
-        stats = np.stack([a, b, a * b, np.square(a) + np.square(b)])  # (4, n, H, W, C)
-        stats = _filter_valid(_filter_valid(stats, 2, window), 3, window)  # (4, n, H', W', C)
-        mean_x, mean_y, mean_xy, mean_xx_yy = stats
+        # One statistic at a time: a large image's copies stay few.
+        mean_x, mean_y, mean_xy, mean_xx_yy = (
+            _filter_valid(_filter_valid(stat, 1, window), 2, window)  # (n, H', W', C)
+            for stat in (a, b, a * b, np.square(a) + np.square(b))
+        )
         # Luminance (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1) times contrast-structure
         # (2 cov_xy + c2) / (var_x + var_y + c2), the (co)variances biased, as in TF.
         num0 = 2.0 * mean_x * mean_y
