@@ -11,11 +11,14 @@ it:
   and the peak resident memory of the process (its `ru_maxrss`, from
   `os.wait4`).
 - photos: the photos given (default: the photo matplotlib ships as sample
-  data, grace_hopper.jpg, 512x600), at their own sizes, on the first
-  backend: each one's PSNR and SSIM from the command's summary.json.
+  data, grace_hopper.jpg, 512x600), at their own sizes, and resized by
+  each other factor of `--scales` (bicubic; e.g. 0.5 for a smaller, more
+  detailed picture of the same scene), on the first backend: each one's
+  PSNR and SSIM from the command's summary.json.
 
-    python benchmarks/native_size.py [--photos a.jpg b.jpg ...] [--model vqvae_cifar10] \\
-        [--backends jax tensorflow torch] [--size 2048] [--out results.json]
+    python benchmarks/native_size.py [--photos a.jpg b.jpg ...] [--scales 1 0.5] \\
+        [--model vqvae_cifar10] [--backends jax tensorflow torch] [--size 2048] \\
+        [--out results.json]
 """
 
 import argparse
@@ -63,6 +66,7 @@ def main(argv=None):
     parser.add_argument("--photos", nargs="+", help="photos (default: matplotlib's sample)")
     parser.add_argument("--model", default="vqvae_cifar10")
     parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow", "torch"])
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0], help="photo sizes")
     parser.add_argument("--size", type=int, default=2048, help="side of the large image")
     parser.add_argument("--out", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -85,9 +89,18 @@ def main(argv=None):
                 "psnr_db": round(summary["psnr_db"], 2),
             }
             print(backend, results["large"][backend], flush=True)
+        scaled = []
+        for photo_path in photos:
+            stem = os.path.splitext(os.path.basename(photo_path))[0]
+            with Image.open(photo_path) as photo:
+                photo = photo.convert("RGB")
+                for scale in args.scales:
+                    size = (round(photo.width * scale), round(photo.height * scale))
+                    scaled.append(os.path.join(tmp, f"{stem}_x{scale:g}.png"))
+                    photo.resize(size, Image.Resampling.BICUBIC).save(scaled[-1])
         backend = args.backends[0]
         seconds, peak_mb, summary = reconstruct(
-            backend, args.model, photos, os.path.join(tmp, "photos")
+            backend, args.model, scaled, os.path.join(tmp, "photos")
         )
         results["photos"] = {
             "backend": backend,
