@@ -5,8 +5,8 @@
 Runs the other commands on the images shipped with vqkeras (the first 256
 test images of MNIST and CIFAR-10) and writes to the output folder:
 
-    reconstruct_mnist/      vqvae_mnist's reconstructions: picture, per-image
-                            metrics, summary (`vqkeras reconstruct`)
+    reconstruct_mnist/      vqvae_mnist's reconstructions: picture, a PNG and
+                            metrics per image, summary (`vqkeras reconstruct`)
     reconstruct_cifar10/    the same with vqvae_cifar10, when it is shipped
     latents_mnist/          the 7x7 code grids of the MNIST sample, a picture
                             of them (`vqkeras export-latents`), and the images

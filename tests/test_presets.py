@@ -170,3 +170,22 @@ def test_shipped_preset_loads_and_passes_its_sample_check(name):
     else:
         assert value >= check["accuracy_floor"], f"{name}: accuracy {value:.4f}"
         np.testing.assert_allclose(value, check["accuracy"], atol=0.01)
+
+
+def _is_autoencoder(name):
+    from vqkeras.models.autoencoder_model import AutoencoderModel
+
+    class_name = vqkeras.zoo.info(name)["class_name"]
+    cls = keras.saving.get_registered_object(f"vqkeras>{class_name}")
+    return isinstance(cls, type) and issubclass(cls, AutoencoderModel)
+
+
+@pytest.mark.parametrize("name", [name for name in vqkeras.zoo.list() if _is_autoencoder(name)])
+def test_autoencoder_cards_give_the_trained_size_and_say_other_sizes_work(name):
+    height, width, _ = vqkeras.zoo.info(name)["input_shape"]
+    with open(os.path.join(vqkeras.zoo.preset_dir(name), "README.md")) as f:
+        card = f.read()
+    section = card.split("## Other image sizes\n", 1)[-1].split("\n## ", 1)[0]
+    assert "## Other image sizes" in card, name
+    text = " ".join(section.split())
+    assert f"Trained at {height}x{width} pixels" in text and "each at its own size" in text, name
