@@ -5,6 +5,7 @@ from vqkeras.layers.base_vector_quantizer import BaseVectorQuantizer
 from vqkeras.layers.conv_decoder import ConvDecoder
 from vqkeras.layers.conv_encoder import ConvEncoder
 from vqkeras.layers.diagonal_gaussian import DiagonalGaussian
+from vqkeras.layers.diffusion_unet import DiffusionUNet, TimestepResnetBlock
 from vqkeras.layers.ema_vector_quantizer import EMAVectorQuantizer
 from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.gated_pixelcnn_block import GatedPixelCNNBlock
@@ -35,6 +36,7 @@ __all__ = [
     "ConvDecoder",
     "ConvEncoder",
     "DiagonalGaussian",
+    "DiffusionUNet",
     "Downsample",
     "EMAVectorQuantizer",
     "FiniteScalarQuantizer",
@@ -54,6 +56,7 @@ __all__ = [
     "ResidualVectorQuantizer",
     "ResnetBlock",
     "SubPixelUpsampling",
+    "TimestepResnetBlock",
     "TransformerBlock",
     "Upsample",
     "VectorQuantizer",

@@ -5,6 +5,7 @@ from vqkeras.models.autoencoder import Autoencoder
 from vqkeras.models.autoencoder_model import AutoencoderModel
 from vqkeras.models.code_prior import CodePrior
 from vqkeras.models.klvae import KLVAE
+from vqkeras.models.latent_diffusion import LatentDiffusion
 from vqkeras.models.loss_terms_model import LossTermsModel
 from vqkeras.models.maskgit_prior import MaskGITPrior
 from vqkeras.models.pixelcnn_prior import PixelCNNPrior
@@ -21,6 +22,7 @@ __all__ = [
     "AutoencoderModel",
     "CodePrior",
     "KLVAE",
+    "LatentDiffusion",
     "LossTermsModel",
     "MaskGITPrior",
     "PixelCNNPrior",

@@ -98,6 +98,12 @@ class LossTermsModel(backend_trainer_class(), keras.Model):
         grouped.find_group_variables_with(lambda: group_variables(self, self.optimizer_groups))
         return None
 
+    def after_train_step(self):
+        """Called by the backend trainers after each training step's optimizer
+        updates, with the updated weights in place: a family may assign
+        non-trainable state here (e.g. `LatentDiffusion`'s moving average of
+        the weights). Nothing by default."""
+
     @property
     def extra_metrics(self):
         return []

@@ -28,6 +28,14 @@ class JAXTrainer:
         non_trainable = _updated_values(scope, self.non_trainable_variables, non_trainable)
         return terms, (outputs, non_trainable)
 
+    def _stateless_after_train_step(self, trainable, non_trainable):
+        """Non-trainable values after `after_train_step` on the new weights."""
+        mapping = list(zip(self.trainable_variables, trainable))
+        mapping += list(zip(self.non_trainable_variables, non_trainable))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.after_train_step()
+        return _updated_values(scope, self.non_trainable_variables, non_trainable)
+
     def _stateless_update_metrics(self, metrics_variables, data, total, terms, outputs):
         mapping = list(zip(self.metrics_variables, metrics_variables))
         with keras.StatelessScope(state_mapping=mapping) as scope:
@@ -73,6 +81,7 @@ class JAXTrainer:
             for i, value in zip(indices, values):
                 trainable[i] = value
             new_optimizer_variables += own
+        non_trainable = self._stateless_after_train_step(trainable, non_trainable)
         if weights:
             outputs = {**outputs, "loss_weights": weights}
         logs, metrics_variables = self._stateless_update_metrics(

@@ -40,6 +40,7 @@ class TensorFlowTrainer:
         ]
         for (optimizer, variables, _), grads in zip(groups, gradients):
             optimizer.apply(grads, variables)
+        self.after_train_step()
         if weights:
             outputs = {**outputs, "loss_weights": weights}
         return self._update_metrics(data, total, terms, outputs)

@@ -35,6 +35,7 @@ class TorchTrainer:
         with torch.no_grad():
             for (optimizer, variables, _), grads in zip(groups, gradients):
                 optimizer.apply(list(grads), variables)
+            self.after_train_step()
             if weights:
                 outputs = {**outputs, "loss_weights": weights}
             return self._update_metrics(data, total, terms, outputs)
