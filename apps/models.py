@@ -73,7 +73,7 @@ def reconstruction_report(model, inputs, batch_size, quiet=False):
             model, images, batch_size, progress=progress_bar("encoding", quiet)
         )
         means.update(codebook_statistics(codes, model))
-    per_image = []
+    per_image, shapes = [], {}  # latent shapes by image size
     for index, image in enumerate(images):
         entry = {"index": index}
         if inputs.names:
@@ -83,8 +83,9 @@ def reconstruction_report(model, inputs, batch_size, quiet=False):
         entry["size"] = list(image.shape[:2])
         entry.update({key: float(values[index]) for key, values in metrics.items()})
         entry["ssim"] = entry["ssim"] if np.isfinite(entry["ssim"]) else None
-        shapes = native_size.latent_shapes(model, image.shape[:2])
-        entry["latent_shapes"] = {name: list(shape) for name, shape in shapes.items()}
+        if image.shape[:2] not in shapes:
+            shapes[image.shape[:2]] = native_size.latent_shapes(model, image.shape[:2])
+        entry["latent_shapes"] = {n: list(shape) for n, shape in shapes[image.shape[:2]].items()}
         per_image.append(entry)
     return reconstructions, per_image, means
 

@@ -196,3 +196,10 @@ def test_bad_inputs_get_clear_errors(vqvae):
         native_size.decode_indices(vqvae, [{"top": codes[0]["indices"]}])
     with pytest.raises(ValueError, match="has continuous latents"):
         native_size.encode_indices(built(small_vae()), [image])
+
+
+def test_bad_tiling_arguments_are_refused(vqvae):
+    (image,) = random_images([(8, 8)])
+    for name, value in (("tile_size", 0), ("margin", -4), ("batch_size", 0)):
+        with pytest.raises(ValueError, match=f"`{name}` must be a"):
+            native_size.reconstruct(vqvae, [image], **{name: value})

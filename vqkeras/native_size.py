@@ -57,6 +57,7 @@ above the image size to run it untiled, memory allowing.
 import keras
 import numpy as np
 
+from vqkeras import validation
 from vqkeras.codes import codes_by_name, codes_from_names
 
 TILE_SIZE = 1024
@@ -249,8 +250,11 @@ def _run(model, run, inputs, batch_size, tile_size, margin, progress):
     one padded image), grouped by shape and tiled; a list of each image's
     outputs at their whole size."""
     factor = model.downsampling_factor
-    margin = MARGIN_CELLS * factor if margin is None else -(-int(margin) // factor) * factor
-    tile_size = max(factor, -(-int(tile_size) // factor) * factor)
+    batch_size = validation.positive_int("batch_size", batch_size)
+    tile_size = -(-validation.positive_int("tile_size", tile_size) // factor) * factor
+    if margin is None:
+        margin = MARGIN_CELLS * factor
+    margin = -(-validation.non_negative_int("margin", margin) // factor) * factor
     groups = {}
     for index, arrays in enumerate(inputs):
         key = tuple((name, np.shape(array)) for name, array in sorted(arrays.items()))
