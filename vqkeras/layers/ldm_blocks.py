@@ -22,7 +22,44 @@ import keras
 from keras import layers, ops
 
 from vqkeras import validation
-from vqkeras.layers.conv2d import Conv2D
+from vqkeras.layers.conv2d import Conv2D as _VQKerasConv2D
+from vqkeras.layers.conv2d import torch_channels_last_kernel
+
+
+@keras.saving.register_keras_serializable(package="vqkeras")
+class Conv2D(_VQKerasConv2D):
+    """`vqkeras.layers.Conv2D` (same arguments and weights) that skips two
+    copies of its input per call on the PyTorch backend.
+
+    Keras's PyTorch convolution makes a channels-last input contiguous in
+    channels-first order and then copies it back to channels-last memory for
+    oneDNN; a channels-last tensor viewed as `(B, C, H, W)` already is
+    channels-last memory. Those copies took about a tenth of an LDM training
+    step on PyTorch's CPU. Stride-1 "same" and "valid" padding only (all the
+    LDM blocks use); anything else goes through Keras.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        odd = all(k % 2 for k in self.kernel_size)
+        if (
+            keras.config.backend() != "torch"
+            or self.data_format != "channels_last"
+            or (self.padding == "same" and (max(self.strides) > 1 or not odd))
+            or max(self.dilation_rate) > 1
+        ):
+            return super().convolution_op(inputs, kernel)
+        import torch
+        from torch.nn import functional
+
+        x = ops.convert_to_tensor(inputs).permute(0, 3, 1, 2)
+        x = x.contiguous(memory_format=torch.channels_last)  # a no-op when it is
+        # (kh, kw, in, out) -> (out, in, kh, kw) channels-last, as Keras gives it.
+        # Converted in the layer's autocast scope: the compute dtype.
+        weight = torch_channels_last_kernel(ops.convert_to_tensor(kernel)).permute(3, 2, 0, 1)
+        weight = weight.contiguous(memory_format=torch.channels_last)
+        padding = tuple(k // 2 for k in self.kernel_size) if self.padding == "same" else 0
+        y = functional.conv2d(x, weight, stride=self.strides, padding=padding, groups=self.groups)
+        return y.permute(0, 2, 3, 1)
 
 
 def check_groups(name, channels, groups):
@@ -34,8 +71,35 @@ def check_groups(name, channels, groups):
         )
 
 
+@keras.saving.register_keras_serializable(package="vqkeras")
+class GroupNormalization(layers.GroupNormalization):
+    """`keras.layers.GroupNormalization` over the last axis (same arguments,
+    weights and float32 statistics) that runs PyTorch's fused `group_norm`
+    on the PyTorch backend.
+
+    Keras composes group normalization of a reshape, `moments` and
+    elementwise ops, about 250 ms of a 1.5 s LDM training step on PyTorch's
+    CPU (`benchmarks/ldm_train_step.py`); the fused kernel, which takes a
+    channels-last tensor as it is, costs a fifth of that.
+    """
+
+    def call(self, inputs):
+        if keras.config.backend() != "torch" or self.axis not in (-1, len(inputs.shape) - 1):
+            return super().call(inputs)
+        from torch.nn import functional
+
+        # (B, ..., C) -> (B, C, ...): a view, channels-last in memory.
+        order = (0, inputs.ndim - 1, *range(1, inputs.ndim - 1))
+        x = inputs.permute(order).float()
+        gamma = ops.convert_to_tensor(self.gamma) if self.scale else None
+        beta = ops.convert_to_tensor(self.beta) if self.center else None
+        x = functional.group_norm(x, self.groups, gamma, beta, self.epsilon)
+        restore = (0, *range(2, inputs.ndim), 1)
+        return ops.cast(x.permute(restore), self.compute_dtype)
+
+
 def group_norm(groups, epsilon, name, dtype):
-    return layers.GroupNormalization(groups=groups, epsilon=epsilon, name=name, dtype=dtype)
+    return GroupNormalization(groups=groups, epsilon=epsilon, name=name, dtype=dtype)
 
 
 def _input_channels(layer, input_shape):

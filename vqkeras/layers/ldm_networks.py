@@ -14,9 +14,9 @@ import keras
 from keras import layers
 
 from vqkeras import validation
-from vqkeras.layers.conv2d import Conv2D
 from vqkeras.layers.ldm_blocks import (
     AttentionBlock,
+    Conv2D,
     Downsample,
     ResnetBlock,
     Upsample,
