@@ -116,7 +116,8 @@ def reconstruct(model, images, batch_size=256, tile_size=TILE_SIZE, margin=None,
         return {"image": np.asarray(model.predict_on_batch(batch["image"]))}
 
     padded = [{"image": pad_image(image, model.downsampling_factor)} for image in _check(images)]
-    outputs = _run(model, run, padded, batch_size, tile_size, margin, progress)
+    sizes = [arrays["image"].shape[:2] for arrays in padded]
+    outputs = _run(model, run, padded, sizes, batch_size, tile_size, margin, progress)
     return [
         np.clip(output["image"][: image.shape[0], : image.shape[1]], 0.0, 1.0)
         for image, output in zip(images, outputs)
@@ -136,7 +137,8 @@ def encode_indices(model, images, batch_size=256, tile_size=TILE_SIZE, margin=No
         }
 
     padded = [{"image": pad_image(image, model.downsampling_factor)} for image in _check(images)]
-    return _run(model, run, padded, batch_size, tile_size, margin, progress)
+    sizes = [arrays["image"].shape[:2] for arrays in padded]
+    return _run(model, run, padded, sizes, batch_size, tile_size, margin, progress)
 
 
 def decode_indices(
@@ -161,9 +163,10 @@ def decode_indices(
     sizes = [None] * len(codes) if sizes is None else list(sizes)
     if len(sizes) != len(codes):
         raise ValueError(f"Expected one size per image: {len(codes)} images, {len(sizes)} sizes.")
-    crops = []
+    covered, crops = [], []
     for index, (image_codes, size) in enumerate(zip(codes, sizes)):
         full = _size_of_codes(image_codes, factors, index)
+        covered.append(full)
         if size is not None and padded_size(size, model.downsampling_factor) != full:
             raise ValueError(
                 f"Image {index}: its code grids cover {full[0]}x{full[1]} pixels, which is not "
@@ -176,7 +179,7 @@ def decode_indices(
         images = model.decode_indices(codes_from_names(grids, batch))
         return {"image": keras.ops.convert_to_numpy(images)}
 
-    outputs = _run(model, run, codes, batch_size, tile_size, margin, progress)
+    outputs = _run(model, run, codes, covered, batch_size, tile_size, margin, progress)
     return [
         np.clip(output["image"][:height, :width], 0.0, 1.0)
         for (height, width), output in zip(crops, outputs)
@@ -244,11 +247,11 @@ def _windows(length, tile_size, margin, factor):
     return windows
 
 
-def _run(model, run, inputs, batch_size, tile_size, margin, progress):
+def _run(model, run, inputs, sizes, batch_size, tile_size, margin, progress):
     """`run` (a batch `{name: array}` -> `{name: array}`) over `inputs`, a list
-    of `{name: (h, w, ...) array}` (each image's arrays at their own scales of
-    one padded image), grouped by shape and tiled; a list of each image's
-    outputs at their whole size."""
+    of `{name: (h, w, ...) array}`: each image's arrays, each at its own scale
+    of the image's padded size in `sizes`. Grouped by shape and tiled; a list
+    of each image's outputs at their whole size."""
     factor = model.downsampling_factor
     batch_size = validation.positive_int("batch_size", batch_size)
     tile_size = -(-validation.positive_int("tile_size", tile_size) // factor) * factor
@@ -261,8 +264,7 @@ def _run(model, run, inputs, batch_size, tile_size, margin, progress):
         groups.setdefault(key, []).append(index)
     passes = []
     for indices in groups.values():
-        first = inputs[indices[0]]
-        size = padded_size(_pixels(first, model), factor)
+        size = tuple(sizes[indices[0]])
         windows = [
             (rows, columns)
             for rows in _windows(size[0], tile_size, margin, factor)
@@ -288,14 +290,6 @@ def _run(model, run, inputs, batch_size, tile_size, margin, progress):
             for name, result in results.items():
                 _paste(outputs[index], name, result[position], rows, columns, size)
     return outputs
-
-
-def _pixels(arrays, model):
-    """The `(height, width)` of the image that `arrays` describe: an
-    "image" array's own, else that of the code grids."""
-    if "image" in arrays:
-        return arrays["image"].shape[:2]
-    return _size_of_codes(arrays, _grid_factors(model), 0)
 
 
 def _crop(array, window, size):
