@@ -63,8 +63,8 @@ class TimestepResnetBlock(layers.Layer):
         self.groups = validation.positive_int("groups", groups)
         check_groups(f"TimestepResnetBlock '{self.name}'", self.out_channels, self.groups)
 
-    def build(self, input_shape, embedding_shape):
-        shape = tuple(input_shape)
+    def build(self, inputs_shape, embedding_shape):
+        shape = tuple(inputs_shape)
         in_channels = int(shape[-1])
         check_groups(f"The input of TimestepResnetBlock '{self.name}'", in_channels, self.groups)
         policy = self.dtype_policy
@@ -192,12 +192,12 @@ class DiffusionUNet(layers.Layer):
     def _padded(self, size):
         return None if size is None else -(-size // self.factor) * self.factor
 
-    def build(self, input_shape, t_shape=None, labels_shape=None):
-        shape = tuple(input_shape)
+    def build(self, inputs_shape, t_shape=None, labels_shape=None):
+        shape = tuple(inputs_shape)
         if len(shape) != 4 or shape[-1] != self.out_channels:
             raise ValueError(
                 f"DiffusionUNet '{self.name}' expects latents (B, h, w, {self.out_channels}). "
-                f"Received: input_shape={shape}"
+                f"Received: inputs_shape={shape}"
             )
         policy = self.dtype_policy
         batch = shape[0]

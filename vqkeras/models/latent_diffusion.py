@@ -245,6 +245,8 @@ class LatentDiffusion(LossTermsModel):
         """`(x_t, v)`: the point `(1 - t) x0 + t noise` of the straight path
         from latents `x0` to `noise` at times `t` `(B,)`, and its velocity
         `noise - x0`, the training target."""
+        x0 = ops.convert_to_tensor(x0)
+        noise = ops.convert_to_tensor(noise, x0.dtype)
         t = ops.cast(t, x0.dtype)[:, None, None, None]
         return (1.0 - t) * x0 + t * noise, noise - x0
 
@@ -363,6 +365,11 @@ class LatentDiffusion(LossTermsModel):
         batch = ops.shape(x)[0]
         t = ops.broadcast_to(ops.cast(t, "float32"), (batch,))
         if labels is not None:
+            if not self.conditional:
+                raise ValueError(
+                    "This prior is unconditional (num_classes=None): labels are not accepted."
+                )
+            labels = ops.convert_to_tensor(labels, dtype="int32")
             validation.check_class_labels(labels, self.num_classes + 1, tuple(x.shape)[0])
         return self._velocity(x, t, self._labels_or_null(labels, batch), use_ema)
 
