@@ -175,6 +175,16 @@ class LatentDiffusion(LossTermsModel):
         policy = self.dtype_policy
         self.denoiser = DiffusionUNet(**denoiser_config, name="denoiser", dtype=policy)
         self.ema_denoiser = DiffusionUNet(**denoiser_config, name="ema_denoiser", dtype=policy)
+        # Created here, not in `build`, which may run twice (deserialization
+        # builds from the build config).
+        self.ema_updates = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="ema_updates",
+        )
         self.label_dropout_seed = keras.random.SeedGenerator(0, name="label_dropout_seed")
         self.noise_seed = keras.random.SeedGenerator(1, name="noise_seed")
         self._compiled_sampler = None
@@ -219,19 +229,18 @@ class LatentDiffusion(LossTermsModel):
     # -- building --------------------------------------------------------------
 
     def build(self, input_shape=None):
+        fresh = not self.ema_denoiser.built
         shape = (None, *self.latent_shape)
         for denoiser in (self.denoiser, self.ema_denoiser):
             if not denoiser.built:
                 denoiser.build(shape)
         # After building: `trainable = False` reaches only sublayers that exist.
         self.ema_denoiser.trainable = False
-        self.ema_updates = self.add_weight(
-            shape=(), initializer="zeros", dtype="int32", trainable=False, name="ema_updates"
-        )
-        # The average starts as a copy (the first update copies anyway): a
-        # new buffer, since JAX's training step donates both.
-        for average, weight in zip(self.ema_denoiser.weights, self.denoiser.weights):
-            average.assign(ops.copy(weight))
+        if fresh:
+            # The average starts as a copy (the first update copies anyway):
+            # a new buffer, since JAX's training step donates both.
+            for average, weight in zip(self.ema_denoiser.weights, self.denoiser.weights):
+                average.assign(ops.copy(weight))
         self.built = True
 
     def _build_if_needed(self):
