@@ -6,7 +6,7 @@ Sources, detected from what they hold:
 
 - a diffusers `AutoencoderKL` or `VQModel` folder: `config.json` beside
   `diffusion_pytorch_model.safetensors` (or `.bin`); a pipeline folder with
-  such a model in `vae/` (or `vqvae/`) is taken too;
+  one such model in a subfolder (`vae/`) is taken too;
 - a latent-diffusion or taming-transformers single file (`.ckpt` or
   `.safetensors`): Stable Diffusion's (the autoencoder under the
   `first_stage_model.` prefix), a standalone VAE such as SDXL's, or taming's
@@ -21,7 +21,8 @@ attention; the latent channels; the codebook), with the GroupNorm groups, the
 scaling and shift factors from the diffusers config where it gives them (a
 single file does not hold them: LDM and taming always use 32 groups). A KL
 autoencoder becomes a `KLVAE`, a VQ one a `VQVAE` with a `VectorQuantizer`
-(which `vqkeras train --family vqgan --init-from PRESET` fine-tunes).
+(which `vqkeras train --family vqgan --codebook-update gradient --init-from
+PRESET` fine-tunes with the options `vqkeras convert` prints).
 
 diffusers' `VectorQuantizer(legacy=True)` (taming's) swaps the weights of its
 two codebook loss terms; it changes no output, so only a fine-tuned model
@@ -41,13 +42,13 @@ from vqkeras.checkpoints import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, read_state
 DIFFUSERS_CONFIG = "config.json"
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 DIFFUSERS_CLASSES = {"AutoencoderKL": "kl", "VQModel": "vq"}
-# Subfolders of a diffusers pipeline that hold its autoencoder.
-PIPELINE_SUBFOLDERS = ("vae", "vqvae")
 # Stable Diffusion's single files hold the autoencoder under one of these
 # prefixes (the second in some later single files).
 AUTOENCODER_PREFIXES = ("first_stage_model.", "vae.")
 # taming's VQGAN files also hold the training loss's networks.
 IGNORED_PREFIXES = ("loss.",)
+# The registered architecture of every converted model.
+LDM_ARCHITECTURE = "ldm"
 # What LDM and taming build with; diffusers' defaults are the same.
 LDM_GROUPS = 32
 # Latent diffusion's buffer of the scaling factor it measured (scale_by_std).
@@ -112,13 +113,17 @@ def read_checkpoint(source):
 
 def _read_diffusers_folder(folder):
     if not os.path.exists(os.path.join(folder, DIFFUSERS_CONFIG)):
-        for subfolder in PIPELINE_SUBFOLDERS:
-            if os.path.exists(os.path.join(folder, subfolder, DIFFUSERS_CONFIG)):
-                return _read_diffusers_folder(os.path.join(folder, subfolder))
+        autoencoders = _autoencoder_subfolders(folder)
+        if len(autoencoders) == 1:
+            return _read_diffusers_folder(autoencoders[0])
+        found = (
+            f"autoencoders in {', '.join(map(os.path.basename, autoencoders))}: give one"
+            if autoencoders
+            else f"no {DIFFUSERS_CONFIG}, nor a subfolder with one of an autoencoder"
+        )
         raise ValueError(
-            f"{folder} is not a diffusers model folder: it has no {DIFFUSERS_CONFIG} (nor "
-            f"{' or '.join(f'{name}/{DIFFUSERS_CONFIG}' for name in PIPELINE_SUBFOLDERS)}). "
-            f"Expected a folder of an AutoencoderKL or VQModel, or a single "
+            f"{folder} is not a diffusers model folder: it has {found}. Expected a folder of "
+            f"an {' or '.join(DIFFUSERS_CLASSES)}, or a single "
             f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)} file."
         )
     with open(os.path.join(folder, DIFFUSERS_CONFIG)) as f:
@@ -161,6 +166,23 @@ def _read_diffusers_folder(folder):
             if config.get(name) is not None
         },
     )
+
+
+def _autoencoder_subfolders(folder):
+    """The subfolders of a diffusers pipeline folder that hold an autoencoder
+    (`vae/` in Stable Diffusion's)."""
+    found = []
+    for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+        config = os.path.join(entry.path, DIFFUSERS_CONFIG)
+        if entry.is_dir() and os.path.isfile(config):
+            try:
+                with open(config) as f:
+                    class_name = json.load(f).get("_class_name")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if class_name in DIFFUSERS_CLASSES:
+                found.append(entry.path)
+    return found
 
 
 def _kind_of(tensors, path):
@@ -241,14 +263,15 @@ def _count(tensors, pattern):
 
 
 def architecture_of(checkpoint):
-    """The vqkeras family and options that rebuild `checkpoint`'s autoencoder.
+    """The options that rebuild `checkpoint`'s autoencoder.
 
     The `ldm` architecture's options come from the tensors' names and shapes;
     the GroupNorm groups from the diffusers config (32 for single files).
 
     Returns:
-        `(family, options, image_channels)`: "klvae" or "vqvae", the options
-        of `build_autoencoder` (the family's and the architecture's).
+        `(options, image_channels)`: the `ldm` architecture's options with
+        the latent channels (`latent_dim`) and, for a VQ autoencoder, the
+        codebook size (`num_embeddings`), as `vqkeras train` takes them.
 
     Raises:
         ValueError: where the tensors do not describe an LDM autoencoder, or
@@ -299,13 +322,11 @@ def architecture_of(checkpoint):
     }
     if checkpoint.kind == "vq":
         num_embeddings, latent_dim = _shape(checkpoint, "quantize.embedding.weight")
-        family = "vqvae"
         options.update(latent_dim=int(latent_dim), num_embeddings=int(num_embeddings))
     else:
-        family = "klvae"
         options.update(latent_dim=int(latent_channels) // 2, double_z=conv_out == 2 * z_channels)
     _check_config(checkpoint, options)
-    return family, options, int(image_channels)
+    return options, int(image_channels)
 
 
 def _check_config(checkpoint, options):
@@ -497,14 +518,10 @@ def model_from_checkpoint(source, *, image_size=None, scaling_factor=None, shift
         `(model, checkpoint)`: a built `KLVAE` or `VQVAE` of the `ldm`
         architecture with the source's weights, and the `Checkpoint` read.
     """
-    from vqkeras.models.factory import build_autoencoder
-
     checkpoint = read_checkpoint(source)
-    family, options, image_channels = architecture_of(checkpoint)
+    options, image_channels = architecture_of(checkpoint)
     size = image_size or _sample_size(checkpoint.config) or DEFAULT_IMAGE_SIZE
-    model = build_autoencoder(
-        family, (size, size, image_channels), architecture="ldm", name=family, **options
-    )
+    model = _build(checkpoint.kind, options, (size, size, image_channels))
     load_checkpoint_weights(model, checkpoint)
     if checkpoint.kind == "kl":
         factors = {**checkpoint.factors}
@@ -526,6 +543,31 @@ def model_from_checkpoint(source, *, image_size=None, scaling_factor=None, shift
             f"Received scaling_factor={scaling_factor}, shift_factor={shift_factor}."
         )
     return model, checkpoint
+
+
+def _build(kind, options, image_shape):
+    """A built KLVAE or VQVAE of the `ldm` architecture, as the converted
+    checkpoint's kind has it (with the families' default loss weights)."""
+    from vqkeras.families import get_architecture
+    from vqkeras.layers import VectorQuantizer
+    from vqkeras.models import KLVAE, VQVAE
+
+    architecture = get_architecture(LDM_ARCHITECTURE)
+    layers = architecture(
+        architecture.Options.from_dict(
+            {name: options[name] for name in architecture.Options.names() if name in options},
+            f"architecture {LDM_ARCHITECTURE!r}",
+        )
+    )
+    decoder = layers.decoder(image_shape[-1])
+    latent_dim, name = options["latent_dim"], f"{kind}_autoencoder"
+    if kind == "vq":
+        quantizer = VectorQuantizer(options["num_embeddings"], latent_dim)
+        model = VQVAE(layers.encoder(latent_dim), decoder, quantizer, name=name)
+    else:
+        model = KLVAE(layers.encoder(2 * latent_dim), decoder, name=name)
+    model.build((None, *image_shape))
+    return model
 
 
 def _sample_size(config):
@@ -564,7 +606,7 @@ def convert_checkpoint(
     model, checkpoint = model_from_checkpoint(
         source, image_size=image_size, scaling_factor=scaling_factor, shift_factor=shift_factor
     )
-    family, options, _ = architecture_of(checkpoint)
+    options, _ = architecture_of(checkpoint)
     notes = []
     factors = {}
     if checkpoint.kind == "kl":
@@ -587,8 +629,7 @@ def convert_checkpoint(
     }
     metadata = {
         "converted_from": converted_from,
-        "family": family,
-        "architecture": "ldm",
+        "architecture": LDM_ARCHITECTURE,
         "architecture_options": _jsonable(options),
         **factors,
         "dataset": "not recorded: converted weights (see the source's documentation)",

@@ -37,9 +37,10 @@ import math
 import os
 
 import keras
+import numpy as np
 
 import vqkeras
-from vqkeras.apps.models import reconstruct
+from vqkeras import native_size
 from vqkeras.evaluation import (
     EVALUATION_BATCH_SIZE,
     evaluate_reconstructions,
@@ -142,7 +143,7 @@ def main(recipe, description, argv=None):
         return evaluation
 
     def frechet_of_reconstructions(model, images):
-        reconstructions = reconstruct(model, images, EVALUATION_BATCH_SIZE, quiet=True)
+        reconstructions = np.stack(native_size.reconstruct(model, images, EVALUATION_BATCH_SIZE))
         result = frechet_distance_of_images(
             images, reconstructions, recipe.frechet_features, batch_size=EVALUATION_BATCH_SIZE
         )
