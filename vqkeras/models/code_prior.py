@@ -5,10 +5,11 @@ import numpy as np
 from keras import ops
 
 from vqkeras import validation
+from vqkeras.models.compiled_loops import CompiledSampling
 from vqkeras.models.loss_terms_model import LossTermsModel
 
 
-class CodePrior(LossTermsModel):
+class CodePrior(CompiledSampling, LossTermsModel):
     """Base of the priors over the integer code grids of a VQ model.
 
     `PixelCNNPrior`, `TransformerPrior` and `MaskGITPrior` share what the
@@ -72,7 +73,6 @@ class CodePrior(LossTermsModel):
         self.depth = None if depth is None else validation.positive_int("depth", depth)
         self._set_condition_grid(condition_num_embeddings, condition_grid_shape)
         self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
-        self._compiled_sampler = None
 
     def _set_condition_grid(self, condition_num_embeddings, condition_grid_shape):
         if (condition_num_embeddings is None) != (condition_grid_shape is None):
@@ -309,35 +309,3 @@ class CodePrior(LossTermsModel):
         # total, which float rounding keeps only close to 1).
         codes = ops.sum(ops.cast(cdf < uniforms[:, None] * cdf[:, -1:], "int32"), axis=-1)
         return ops.minimum(codes, self.num_embeddings - 1)
-
-    def _run_compiled(self, arguments, static):
-        """`_sampling_loop(*arguments, **static)`, compiled where the backend
-        allows it: a `jax.jit` of the stateless loop on JAX, a `tf.function`
-        on TensorFlow (one compilation per static setting), an eager no-grad
-        loop on PyTorch."""
-        backend = keras.config.backend()
-        if backend == "jax":
-            import jax
-
-            if self._compiled_sampler is None:
-
-                def stateless_loop(values, *arguments, **static):
-                    mapping = list(zip(self.variables, values))
-                    with keras.StatelessScope(state_mapping=mapping):
-                        return self._sampling_loop(*arguments, **static)
-
-                self._compiled_sampler = jax.jit(stateless_loop, static_argnames=tuple(static))
-            values = [variable.value for variable in self.variables]
-            return self._compiled_sampler(values, *arguments, **static)
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if self._compiled_sampler is None:
-                self._compiled_sampler = tf.function(self._sampling_loop)
-            return self._compiled_sampler(*arguments, **static)
-        if backend == "torch":
-            import torch
-
-            with torch.no_grad():
-                return self._sampling_loop(*arguments, **static)
-        return self._sampling_loop(*arguments, **static)

@@ -4,6 +4,7 @@ from keras import ops
 
 from vqkeras import validation
 from vqkeras.layers.diffusion_unet import DiffusionUNet
+from vqkeras.models.compiled_loops import CompiledSampling
 from vqkeras.models.loss_terms_model import LossTermsModel
 
 SAMPLERS = ("euler", "heun")
@@ -11,7 +12,7 @@ TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class LatentDiffusion(LossTermsModel):
+class LatentDiffusion(CompiledSampling, LossTermsModel):
     """A flow-matching (rectified flow) prior over continuous latent grids,
     for instance a KL-VAE's scaled latents.
 
@@ -187,7 +188,6 @@ class LatentDiffusion(LossTermsModel):
         )
         self.label_dropout_seed = keras.random.SeedGenerator(0, name="label_dropout_seed")
         self.noise_seed = keras.random.SeedGenerator(1, name="noise_seed")
-        self._compiled_sampler = None
 
     @staticmethod
     def _checked_scaling(latent_scaling):
@@ -503,37 +503,6 @@ class LatentDiffusion(LossTermsModel):
             return x + 0.5 * dt * (v + velocity(euler, t_next))
 
         return ops.fori_loop(0, num_steps, body, noise)
-
-    def _run_compiled(self, arguments, static):
-        """`_sampling_loop(*arguments, **static)`, compiled where the backend
-        allows it: a `jax.jit` of the stateless loop on JAX, a `tf.function`
-        on TensorFlow, an eager no-grad loop on PyTorch."""
-        backend = keras.config.backend()
-        if backend == "jax":
-            import jax
-
-            if self._compiled_sampler is None:
-
-                def stateless_loop(values, *arguments, **static):
-                    mapping = list(zip(self.variables, values))
-                    with keras.StatelessScope(state_mapping=mapping):
-                        return self._sampling_loop(*arguments, **static)
-
-                self._compiled_sampler = jax.jit(stateless_loop, static_argnames=tuple(static))
-            values = [variable.value for variable in self.variables]
-            return self._compiled_sampler(values, *arguments, **static)
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if self._compiled_sampler is None:
-                self._compiled_sampler = tf.function(self._sampling_loop)
-            return self._compiled_sampler(*arguments, **static)
-        if backend == "torch":
-            import torch
-
-            with torch.no_grad():
-                return self._sampling_loop(*arguments, **static)
-        return self._sampling_loop(*arguments, **static)
 
     def get_config(self):
         config = super().get_config()
